@@ -1,0 +1,265 @@
+"""Stream an activation store into training batches with bounded memory.
+
+Shards are read one at a time (in a new random order each epoch) and their training
+rows pass through a fixed-size shuffle buffer: when the buffer is full a random batch
+is taken out and the holes are filled from the buffer's tail. Every training token is
+therefore emitted exactly once per epoch, and the memory held is bounded by
+
+    buffer_tokens * n_inputs * d * 4 bytes   (the float32 buffer)
+    + one shard (read from disk, converted to float32, and its training rows selected)
+    + one batch.
+
+Several stores (the same tokens seen at several layers or models) stack into
+``[batch, n_inputs, d]`` for crosscoders and transcoders; one store gives ``[batch, d]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from core.errors import ConfigError, DataError, ShapeError
+from core.store.reader import ActivationStore
+from core.store.split import holdout_mask
+
+StoreLike = str | Path | ActivationStore
+
+
+class ShuffleBuffer:
+    """Fixed-capacity row buffer that hands out random batches, each row exactly once."""
+
+    def __init__(self, capacity: int, generator: torch.Generator) -> None:
+        self.capacity = int(capacity)
+        self.generator = generator
+        self.rows: torch.Tensor | None = None
+        self.n = 0
+
+    def push(self, x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        """Add rows; yield a batch each time the buffer fills."""
+        if self.rows is None:
+            self.rows = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype)
+        i = 0
+        while i < x.shape[0]:
+            take = min(self.capacity - self.n, x.shape[0] - i)
+            self.rows[self.n:self.n + take] = x[i:i + take]
+            self.n += take
+            i += take
+            if self.n == self.capacity:
+                yield self.pop(batch_size)
+
+    def pop(self, batch_size: int) -> torch.Tensor:
+        assert self.rows is not None
+        b = min(batch_size, self.n)
+        idx = torch.randperm(self.n, generator=self.generator)[:b]
+        out = self.rows[idx]
+        tail_start = self.n - b
+        holes = idx[idx < tail_start]
+        taken_tail = torch.zeros(b, dtype=torch.bool)
+        taken_tail[idx[idx >= tail_start] - tail_start] = True
+        tail = torch.arange(tail_start, self.n)[~taken_tail]
+        self.rows[holes] = self.rows[tail]
+        self.n -= b
+        return out
+
+    def drain(self, batch_size: int) -> Iterator[torch.Tensor]:
+        while self.n:
+            yield self.pop(batch_size)
+
+
+def _distributed_slot() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class StoreStream(IterableDataset):
+    """Batches of one split of one or several aligned stores; yields ready-made batches.
+
+    Shards are divided between DataLoader workers and distributed ranks, so each token is
+    seen by one of them per epoch.
+    """
+
+    def __init__(self, stores: Sequence[ActivationStore], *, split: str, batch_size: int,
+                 buffer_tokens: int, holdout_fraction: float, split_seed: int, seed: int,
+                 shuffle: bool) -> None:
+        super().__init__()
+        if split not in ("train", "val"):
+            raise ConfigError(f"unknown split {split!r}", fix="use 'train' or 'val'")
+        self.stores = list(stores)
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.buffer_tokens = max(int(buffer_tokens), self.batch_size)
+        self.holdout_fraction = float(holdout_fraction)
+        self.split_seed = int(split_seed)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.buffer: ShuffleBuffer | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def read_unit(self, index: int) -> torch.Tensor:
+        """Rows of this split from shard ``index`` of every store, stacked on dim 1 when several."""
+        first = self.stores[0].read_shard(index, ("acts", "sample", "position"))
+        keep = holdout_mask(first["sample"], self.holdout_fraction, self.split_seed)
+        if self.split == "train":
+            keep = ~keep
+        acts = [first["acts"][keep]]
+        for store in self.stores[1:]:
+            other = store.read_shard(index, ("acts", "sample", "position"))
+            if not (torch.equal(other["sample"], first["sample"])
+                    and torch.equal(other["position"], first["position"])):
+                raise DataError("stacked stores hold different tokens in this shard",
+                                path=str(store.shard_paths[index]),
+                                fix="harvest all hooks of a crosscoder in one harvest run")
+            acts.append(other["acts"][keep])
+        return acts[0] if len(acts) == 1 else torch.stack(acts, dim=1)
+
+    def my_units(self, generator: torch.Generator) -> list[int]:
+        n = len(self.stores[0].shard_paths)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        rank, world = _distributed_slot()
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
+        slot, slots = rank * nworkers + wid, world * nworkers
+        return order[slot::slots]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        units = self.my_units(generator)
+        self.epoch += 1
+        if self.shuffle:
+            self.buffer = ShuffleBuffer(self.buffer_tokens, generator)
+            for i in units:
+                yield from self.buffer.push(self.read_unit(i), self.batch_size)
+            yield from self.buffer.drain(self.batch_size)
+            return
+        carry: torch.Tensor | None = None
+        for i in units:
+            x = self.read_unit(i)
+            if carry is not None:
+                x = torch.cat([carry, x])
+            full = (x.shape[0] // self.batch_size) * self.batch_size
+            yield from x[:full].split(self.batch_size)
+            carry = x[full:]
+        if carry is not None and carry.shape[0]:
+            yield carry
+
+
+def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True) -> list[ActivationStore]:
+    """Open one or several stores and check that they can be stacked token by token."""
+    items = [stores] if isinstance(stores, (str, Path, ActivationStore)) else list(stores)
+    if not items:
+        raise ConfigError("no activation store given", fix="pass a store directory")
+    opened = [s if isinstance(s, ActivationStore) else ActivationStore(s, verify=verify) for s in items]
+    base = opened[0]
+    for other in opened[1:]:
+        if other.d != base.d:
+            raise ShapeError(f"stores have different widths (d={base.d} at {base.root}, d={other.d})",
+                             path=str(other.root), fix="stack only stores of the same width")
+        if other.shard_tokens != base.shard_tokens:
+            raise ShapeError("stores are sharded differently, so their tokens cannot be stacked",
+                             path=str(other.root),
+                             fix="harvest all hooks of a crosscoder in one harvest run")
+    return opened
+
+
+class ActivationDataModule(L.LightningDataModule):
+    """Train/validation batches from one store (``[batch, d]``) or several (``[batch, n_inputs, d]``).
+
+    The validation split holds out whole samples (``holdout_fraction`` of them, chosen by a
+    hash of the sample index with ``split_seed``), so it is the same for training,
+    evaluation and enrichment. ``seed`` drives only the shuffling.
+    """
+
+    def __init__(self, root: StoreLike | Sequence[StoreLike], batch_size: int = 4096,
+                 buffer_tokens: int | None = None, holdout_fraction: float = 0.05, seed: int = 0,
+                 *, split_seed: int = 0, num_workers: int = 0, verify: bool = True) -> None:
+        super().__init__()
+        if not 0.0 <= float(holdout_fraction) < 1.0:
+            raise ConfigError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}",
+                              fix="set data.holdout_fraction to e.g. 0.05")
+        if int(batch_size) <= 0:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}", fix="set e.g. 4096")
+        self.stores = open_stores(root, verify=verify)
+        self.batch_size = int(batch_size)
+        self.buffer_tokens = int(buffer_tokens) if buffer_tokens else 8 * self.batch_size
+        self.holdout_fraction = float(holdout_fraction)
+        self.seed = int(seed)
+        self.split_seed = int(split_seed)
+        self.num_workers = int(num_workers)
+        self._counts: dict[str, int] | None = None
+        self.train_stream = self._stream("train", shuffle=True)
+        self.val_stream = self._stream("val", shuffle=False)
+
+    @property
+    def store(self) -> ActivationStore:
+        return self.stores[0]
+
+    @property
+    def d(self) -> int:
+        return self.store.d
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.stores)
+
+    @property
+    def memory_bound_bytes(self) -> int:
+        """The shuffle buffer's size; add one shard for the full bound (see module docstring)."""
+        return self.buffer_tokens * self.n_inputs * self.d * 4
+
+    def _stream(self, split: str, shuffle: bool) -> StoreStream:
+        return StoreStream(self.stores, split=split, batch_size=self.batch_size,
+                           buffer_tokens=self.buffer_tokens, holdout_fraction=self.holdout_fraction,
+                           split_seed=self.split_seed, seed=self.seed, shuffle=shuffle)
+
+    def split_counts(self) -> dict[str, int]:
+        """Tokens in each split (reads only the sample column of each shard)."""
+        if self._counts is None:
+            held = 0
+            for shard in self.store.iter_shards(("sample",)):
+                held += int(holdout_mask(shard["sample"], self.holdout_fraction, self.split_seed).sum())
+            self._counts = {"train": self.store.n_tokens - held, "val": held}
+        return self._counts
+
+    @property
+    def n_train_tokens(self) -> int:
+        return self.split_counts()["train"]
+
+    @property
+    def n_val_tokens(self) -> int:
+        return self.split_counts()["val"]
+
+    def take(self, n_tokens: int, split: str = "train") -> torch.Tensor:
+        """Up to ``n_tokens`` rows from the start of a shuffled pass (for b_dec init, scaling)."""
+        stream = self._stream(split, shuffle=True)
+        stream.set_epoch(10**6)  # a pass of its own, so the training epochs keep their order
+        out, have = [], 0
+        for batch in stream:
+            out.append(batch[: n_tokens - have])
+            have += out[-1].shape[0]
+            if have >= n_tokens:
+                break
+        if not out:
+            raise DataError(f"the {split} split of this store is empty", path=str(self.store.root),
+                            fix="harvest more samples or lower data.holdout_fraction")
+        return torch.cat(out)
+
+    def _loader(self, stream: StoreStream) -> DataLoader:
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_stream)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_stream)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._stream("val", shuffle=False))
