@@ -1,0 +1,21 @@
+"""Dictionary architectures, each registered by name (``sae.architecture`` in the config)."""
+
+from core.dictionaries.base import (
+    REGISTRY,
+    Dictionary,
+    DictionaryConfig,
+    LossOutput,
+    build_dictionary,
+    register,
+)
+from core.dictionaries.batchtopk import BatchTopKSAE
+from core.dictionaries.gated import GatedSAE
+from core.dictionaries.jumprelu import JumpReLUSAE
+from core.dictionaries.matryoshka import MatryoshkaSAE
+from core.dictionaries.relu import ReLUSAE
+from core.dictionaries.topk import TopKSAE
+
+__all__ = [
+    "REGISTRY", "Dictionary", "DictionaryConfig", "LossOutput", "build_dictionary", "register",
+    "BatchTopKSAE", "GatedSAE", "JumpReLUSAE", "MatryoshkaSAE", "ReLUSAE", "TopKSAE",
+]

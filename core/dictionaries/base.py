@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ShapeError
 
 
 @dataclass
@@ -47,6 +47,11 @@ class DictionaryConfig:
     dead_after_tokens: int = 10_000_000
     apply_b_dec_to_input: bool = True
     skip_connection: bool = False
+    sparse_decode: bool = True
+    threshold_decay: float = 0.99
+    sparsity_warmup: float = 0.05
+    k_anneal_from: int | None = None
+    k_anneal_fraction: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,18 +85,31 @@ class DictionaryConfig:
 
 @dataclass
 class LossOutput:
-    """What a training step needs: the scalar to minimise, named terms to log, and the latents."""
+    """What a training step needs: the scalar to minimise, named terms to log, and which
+    latents fired.
+
+    ``fired`` counts, per latent, the tokens of the batch on which it was active (dead-latent
+    tracking). ``latents`` is the dense ``[batch, d_sae]`` code where it was built anyway; the
+    sparse kernels never build it, so it may be ``None``.
+    """
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
-    latents: torch.Tensor
+    fired: torch.Tensor
     reconstruction: torch.Tensor
+    latents: torch.Tensor | None = None
 
 
 class Dictionary(nn.Module, ABC):
-    """Base class: parameters in SAELens layout, encode/decode, and per-architecture loss."""
+    """Base class: parameters in SAELens layout, encode/decode, and per-architecture loss.
+
+    ``unit_norm_decoder``: whether training keeps decoder rows at unit norm (projecting the
+    row-parallel gradient away and renormalising after each step). Architectures whose
+    penalty already accounts for the decoder norm (relu, gated) leave the rows free.
+    """
 
     architecture: ClassVar[str] = ""
+    unit_norm_decoder: ClassVar[bool] = True
 
     def __init__(self, cfg: DictionaryConfig) -> None:
         super().__init__()
@@ -100,6 +118,8 @@ class Dictionary(nn.Module, ABC):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.out_features))
         self.b_dec = nn.Parameter(torch.zeros(cfg.out_features))
+        if cfg.skip_connection:
+            self.W_skip = nn.Parameter(torch.zeros(cfg.in_features, cfg.out_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -113,26 +133,75 @@ class Dictionary(nn.Module, ABC):
                 nn.init.kaiming_uniform_(self.W_enc)
 
     def flatten_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1) if x.dim() == 3 else x
+        x = x.reshape(x.shape[0], -1) if x.dim() == 3 else x
+        if x.shape[-1] != self.cfg.in_features:
+            raise ShapeError(f"input has {x.shape[-1]} features, the dictionary expects "
+                             f"{self.cfg.in_features} (n_inputs={self.cfg.n_inputs} x d_in={self.cfg.d_in})",
+                             fix="check sae.d_in / sae.n_inputs against the activation store")
+        return x
+
+    @property
+    def subtracts_b_dec(self) -> bool:
+        return self.cfg.apply_b_dec_to_input and self.cfg.in_features == self.cfg.out_features
+
+    def centered_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: flattened, minus ``b_dec`` for plain SAEs."""
+        x = self.flatten_input(x).to(self.W_enc.dtype)
+        return x - self.b_dec if self.subtracts_b_dec else x
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.flatten_input(x)
-        if self.cfg.apply_b_dec_to_input and self.cfg.in_features == self.cfg.out_features:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        return self.centered_input(x) @ self.W_enc + self.b_enc
+
+    def flatten_target(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """The reconstruction target as ``[batch, out_features]`` (``x`` itself for an SAE)."""
+        y = x if target is None else target
+        y = y.reshape(y.shape[0], -1) if y.dim() == 3 else y
+        if y.shape[-1] != self.cfg.out_features:
+            raise ShapeError(f"target has {y.shape[-1]} features, the dictionary outputs "
+                             f"{self.cfg.out_features}",
+                             fix="a transcoder needs sae.d_out set to the target width")
+        return y.to(self.W_dec.dtype)
+
+    def decode_flat(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec
+
+    def unflatten_output(self, out: torch.Tensor) -> torch.Tensor:
+        if self.cfg.n_outputs > 1:
+            out = out.reshape(out.shape[0], self.cfg.n_outputs, int(self.cfg.d_out))
+        return out
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations ``[batch, d_sae]`` (non-negative, sparse)."""
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        out = f @ self.W_dec + self.b_dec
-        if self.cfg.n_outputs > 1:
-            out = out.reshape(f.shape[0], self.cfg.n_outputs, int(self.cfg.d_out))
-        return out
+        return self.unflatten_output(self.decode_flat(f))
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The transcoder's linear skip path ``x @ W_skip`` (0 when there is none)."""
+        if not self.cfg.skip_connection:
+            return 0.0
+        return self.flatten_input(x).to(self.W_skip.dtype) @ self.W_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        out = self.decode_flat(self.encode(x)) + self.skip(x)
+        return self.unflatten_output(out)
+
+    def sparsity_scale(self, progress: float) -> float:
+        """Linear warm-up factor of the sparsity coefficient (L1/L0) over ``sparsity_warmup``."""
+        warm = self.cfg.sparsity_warmup
+        return 1.0 if warm <= 0 else min(1.0, progress / warm)
+
+    @staticmethod
+    def reconstruction_loss(x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Squared error summed over features, averaged over the batch."""
+        return (x_hat.float() - y.float()).pow(2).sum(-1).mean()
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        """Called after every optimiser step: restore the constraints the step may break."""
+        if self.unit_norm_decoder:
+            self.normalize_decoder()
 
     @abstractmethod
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
@@ -149,12 +218,29 @@ class Dictionary(nn.Module, ABC):
         self.W_dec.div_(norms)
 
     @torch.no_grad()
-    def fold_scaling(self, scale: float) -> None:
-        """Fold an input scaling ``x_scaled = scale * x`` into the weights so the saved
-        dictionary takes and returns activations in the model's own units."""
+    def project_decoder_grad(self) -> None:
+        """Remove the part of each decoder row's gradient that would change its norm, so the
+        optimiser moves rows along the unit sphere (renormalisation then only corrects drift)."""
+        grad = self.W_dec.grad
+        if grad is None:
+            return
+        w = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        grad.sub_((grad * w).sum(dim=1, keepdim=True) * w)
+
+    @torch.no_grad()
+    def fold_scaling(self, scale: float, out_scale: float | None = None) -> None:
+        """Fold an input scaling ``x_scaled = scale * x`` (and a target scaling
+        ``y_scaled = out_scale * y``, default ``scale``) into the weights so the saved
+        dictionary takes and returns activations in the model's own units.
+
+        Pre-activations are unchanged by the fold, so thresholds stay as they are.
+        """
+        out_scale = scale if out_scale is None else out_scale
         self.W_enc.mul_(scale)
-        self.b_dec.div_(scale)
-        self.W_dec.div_(scale)
+        self.W_dec.div_(out_scale)
+        self.b_dec.div_(out_scale)
+        if self.cfg.skip_connection:
+            self.W_skip.mul_(scale / out_scale)
 
 
 REGISTRY: dict[str, type[Dictionary]] = {}

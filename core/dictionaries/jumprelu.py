@@ -1,0 +1,87 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead").
+
+A latent fires only above its own threshold: ``f = z * H(z - threshold)``. The L0 penalty and
+the jump are not differentiable in the threshold, so the backward uses straight-through
+estimators with a rectangle kernel of width ``bandwidth``. The threshold is trained as a raw
+fp32 parameter (not a log-threshold, which under Adam can sit frozen), clamped to stay
+non-negative after each step. Sparsity is either an L0 penalty (``l0_coefficient``) or a
+quadratic pull towards ``target_l0``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.dictionaries.base import Dictionary, DictionaryConfig, LossOutput, register
+
+
+def _rectangle(u: torch.Tensor) -> torch.Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, threshold, bandwidth: float):
+        ctx.save_for_backward(z, threshold)
+        ctx.bandwidth = bandwidth
+        return z * (z > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_z = grad * (z > threshold)
+        grad_t = (-(threshold / eps) * _rectangle((z - threshold) / eps) * grad).sum(0)
+        return grad_z, grad_t, None
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, threshold, bandwidth: float):
+        ctx.save_for_backward(z, threshold)
+        ctx.bandwidth = bandwidth
+        return (z > threshold).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_t = (-(1.0 / eps) * _rectangle((z - threshold) / eps) * grad).sum(0)
+        return torch.zeros_like(z), grad_t, None
+
+
+@register("jumprelu")
+class JumpReLUSAE(Dictionary):
+    def __init__(self, cfg: DictionaryConfig) -> None:
+        super().__init__(cfg)
+        self.threshold = torch.nn.Parameter(
+            torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold), dtype=torch.float32))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre_activation(x)
+        return pre * (pre > self.threshold.to(pre.dtype))
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
+             dead_mask: torch.Tensor | None = None, progress: float = 1.0) -> LossOutput:
+        y = self.flatten_target(x, target)
+        pre = self.pre_activation(x).float()
+        bw = float(self.cfg.jumprelu_bandwidth)
+        f = _JumpReLU.apply(pre, self.threshold, bw)
+        x_hat = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec + self.skip(x)
+        mse = self.reconstruction_loss(x_hat, y)
+        l0 = _Step.apply(pre, self.threshold, bw).sum(-1).mean()
+        if self.cfg.target_l0:
+            sparsity = (l0 / self.cfg.target_l0 - 1.0).pow(2)
+        else:
+            sparsity = l0
+        coef = self.cfg.l0_coefficient * self.sparsity_scale(progress)
+        on = f.detach() != 0
+        return LossOutput(loss=mse + coef * sparsity,
+                          terms={"mse": mse.detach(), "l0": l0.detach(), "sparsity": sparsity.detach(),
+                                 "threshold_mean": self.threshold.detach().mean()},
+                          fired=on.sum(0), reconstruction=x_hat, latents=f)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        super().post_step()
+        self.threshold.clamp_(min=0.0)

@@ -1,0 +1,156 @@
+"""Sparse encode/decode kernels for the TopK family.
+
+With ``k`` active latents out of ``d_sae`` the dense path spends most of its time on
+zeros: the decoder matmul ``f @ W_dec`` and the encoder backward ``x.T @ grad_pre`` are both
+``batch x d_in x d_sae`` multiply-adds although only ``batch x k`` latents are non-zero.
+Here the active latents are kept as coordinates (row, latent, value) and every product
+touches only the selected rows/columns of the weights:
+
+- decode: ``F.embedding_bag`` over the selected decoder rows, weighted by the values;
+- decoder backward: the weight gradient is again an embedding bag, with the roles of
+  batch rows and latents swapped (latents are the bags, batch rows the "embeddings");
+- encoder backward (``gather_preactivation``): the gradient reaches only the selected
+  encoder columns, computed the same way.
+
+Only the encoder forward (choosing the top k needs every pre-activation) stays dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ActiveSet:
+    """Coordinates of the active latents of a batch, sorted by row (batch position).
+
+    ``rows``/``cols`` are int64 vectors of the same length (one entry per active latent).
+    The bag offsets and the latent-major ordering used by the backward passes are computed
+    once and shared by the encoder and decoder kernels.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    n_rows: int
+    n_cols: int
+
+    @cached_property
+    def row_offsets(self) -> torch.Tensor:
+        return _offsets(self.rows, self.n_rows)
+
+    @cached_property
+    def col_order(self) -> torch.Tensor:
+        key = self.cols.to(torch.int32) if self.n_cols < 2**31 else self.cols
+        return torch.sort(key, stable=True).indices
+
+    @cached_property
+    def col_offsets(self) -> torch.Tensor:
+        return _offsets(self.cols, self.n_cols)
+
+    @cached_property
+    def rows_by_col(self) -> torch.Tensor:
+        return self.rows[self.col_order]
+
+    def subset(self, keep: torch.Tensor) -> ActiveSet:
+        """The entries where ``keep`` is true (row order is preserved)."""
+        return ActiveSet(self.rows[keep], self.cols[keep], self.n_rows, self.n_cols)
+
+    def to_dense(self, values: torch.Tensor) -> torch.Tensor:
+        out = values.new_zeros(self.n_rows, self.n_cols)
+        out[self.rows, self.cols] = values
+        return out
+
+    @staticmethod
+    def from_topk(indices: torch.Tensor, n_cols: int) -> ActiveSet:
+        n, k = indices.shape
+        rows = torch.arange(n, device=indices.device).repeat_interleave(k)
+        return ActiveSet(rows, indices.reshape(-1), n, n_cols)
+
+    @staticmethod
+    def from_mask(mask: torch.Tensor) -> ActiveSet:
+        rows, cols = mask.nonzero(as_tuple=True)
+        return ActiveSet(rows, cols, mask.shape[0], mask.shape[1])
+
+
+def _offsets(index: torch.Tensor, n: int) -> torch.Tensor:
+    counts = torch.bincount(index, minlength=n)
+    offsets = torch.zeros(n, dtype=torch.long, device=index.device)
+    offsets[1:] = counts.cumsum(0)[:-1]
+    return offsets
+
+
+def _bag(indices: torch.Tensor, table: torch.Tensor, offsets: torch.Tensor,
+         weights: torch.Tensor) -> torch.Tensor:
+    return F.embedding_bag(indices, table, offsets, per_sample_weights=weights.to(table.dtype),
+                           mode="sum")
+
+
+def _scatter_rows(active: ActiveSet, weights: torch.Tensor, rows_table: torch.Tensor) -> torch.Tensor:
+    """``out[c] = sum over entries (r, c) of weights * rows_table[r]`` -> ``[n_cols, d]``."""
+    order = active.col_order
+    return _bag(active.rows_by_col, rows_table, active.col_offsets, weights[order])
+
+
+def _row_dots(active: ActiveSet, table: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``out[n] = <grad[rows[n]], table[cols[n]]>`` without materialising the gathered rows."""
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(
+        grad, table, active.cols, active.row_offsets, active.rows, 0, -1)
+
+
+class _SparseDecode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, values, W_dec, active):  # noqa: N803
+        ctx.active = active
+        ctx.save_for_backward(values, W_dec)
+        return _bag(active.cols, W_dec, active.row_offsets, values)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        values, W_dec = ctx.saved_tensors
+        active = ctx.active
+        grad_out = grad_out.contiguous()
+        grad_values = grad_W = None
+        if ctx.needs_input_grad[0]:
+            grad_values = _row_dots(active, W_dec, grad_out.to(W_dec.dtype)).to(values.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_W = _scatter_rows(active, values, grad_out.to(W_dec.dtype))
+        return grad_values, grad_W, None
+
+
+class _GatherPreactivation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W_enc, b_enc, pre, active):  # noqa: N803
+        ctx.active = active
+        ctx.save_for_backward(x, W_enc)
+        return pre[active.rows, active.cols]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, W_enc = ctx.saved_tensors
+        active = ctx.active
+        grad = grad.contiguous()
+        grad_x = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_W = _scatter_rows(active, grad, x.to(W_enc.dtype)).t()
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(active.n_cols, dtype=grad.dtype, device=grad.device)
+            grad_b.index_add_(0, active.cols, grad)
+        return grad_x, grad_W, grad_b, None, None
+
+
+def sparse_decode(values: torch.Tensor, W_dec: torch.Tensor, active: ActiveSet) -> torch.Tensor:  # noqa: N803
+    """``[n_rows, d_out]`` = sum of the active decoder rows weighted by ``values`` (no bias)."""
+    return _SparseDecode.apply(values, W_dec, active)
+
+
+def gather_preactivation(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,  # noqa: N803
+                         pre: torch.Tensor, active: ActiveSet) -> torch.Tensor:
+    """Values of ``x @ W_enc + b_enc`` at the active coordinates, taken from the already
+    computed (detached) ``pre``, with a backward that touches only the active columns."""
+    return _GatherPreactivation.apply(x, W_enc, b_enc, pre.detach(), active)
