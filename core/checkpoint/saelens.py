@@ -1,0 +1,239 @@
+"""Save and load dictionaries in the SAELens inference layout.
+
+A folder holds ``cfg.json`` and ``sae_weights.safetensors`` (``W_enc [d_in, d_sae]``,
+``W_dec [d_sae, d_in]``, ``b_enc``, ``b_dec``, ``threshold`` for JumpReLU-style inference,
+``b_gate``/``b_mag``/``r_mag`` for gated, ``W_skip [d_out, d_in]`` for skip transcoders), so
+``sae_lens.SAE.load_from_disk(folder)`` loads it. cfg.json keys follow SAELens 6
+(``architecture``, ``d_in``, ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``,
+``normalize_activations``, ``k`` for topk, ``d_out`` for transcoders, a ``metadata`` block
+with ``hook_name``/``model_name``). BatchTopK and Matryoshka infer with one learned
+threshold, so SAELens reads them as ``jumprelu``. Tensors SAELens has no name for (e.g. a
+BatchTopK threshold's update count) go to ``sparsescope_extra.safetensors``, and a
+``sparsescope`` block in cfg.json keeps our exact config so ``load_sae`` rebuilds the very
+same Dictionary. Crosscoders are written flattened (``d_in = n_inputs * d_in``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from core.checkpoint.tensors import assign, read_safetensors
+from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
+from core.errors import ConfigError, DataError
+from core.io import read_json, write_json
+
+CFG = "cfg.json"
+WEIGHTS = "sae_weights.safetensors"
+EXTRA = "sparsescope_extra.safetensors"
+FORMAT_VERSION = 1
+# The SAELens cfg format this layout follows (6.x; older versions trigger its legacy renames).
+SAE_LENS_FORMAT = "6.0.0"
+
+# Tensors each SAELens inference architecture loads (strictly).
+SAE_LENS_TENSORS: dict[str, set[str]] = {
+    "standard": {"W_enc", "W_dec", "b_enc", "b_dec"},
+    "topk": {"W_enc", "W_dec", "b_enc", "b_dec"},
+    "jumprelu": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"},
+    "gated": {"W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag"},
+    "transcoder": {"W_enc", "W_dec", "b_enc", "b_dec"},
+    "skip_transcoder": {"W_enc", "W_dec", "b_enc", "b_dec", "W_skip"},
+    "jumprelu_transcoder": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"},
+    "jumprelu_skip_transcoder": {"W_enc", "W_dec", "b_enc", "b_dec", "threshold", "W_skip"},
+}
+
+# Our architecture -> the SAELens architecture with the same inference encode.
+_SAE = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu",
+        "matryoshka": "jumprelu", "gated": "gated"}
+_TRANSCODER = {("relu", False): "transcoder", ("relu", True): "skip_transcoder",
+               ("jumprelu", False): "jumprelu_transcoder", ("jumprelu", True): "jumprelu_skip_transcoder",
+               ("batchtopk", False): "jumprelu_transcoder", ("batchtopk", True): "jumprelu_skip_transcoder",
+               ("matryoshka", False): "jumprelu_transcoder", ("matryoshka", True): "jumprelu_skip_transcoder"}
+
+# SAELens architecture -> (our architecture, is transcoder, has skip) for folders SAELens wrote.
+_FROM_SAE_LENS = {"standard": ("relu", False, False), "topk": ("topk", False, False),
+                  "jumprelu": ("jumprelu", False, False), "gated": ("gated", False, False),
+                  "transcoder": ("relu", True, False), "skip_transcoder": ("relu", True, True),
+                  "jumprelu_transcoder": ("jumprelu", True, False),
+                  "jumprelu_skip_transcoder": ("jumprelu", True, True)}
+
+
+def sae_lens_architecture(sae: Dictionary) -> str | None:
+    """The SAELens architecture that encodes like ``sae``, or None when SAELens has none."""
+    cfg = sae.cfg
+    if cfg.in_features == cfg.out_features and not cfg.skip_connection:
+        return _SAE.get(sae.architecture)
+    return _TRANSCODER.get((sae.architecture, bool(cfg.skip_connection)))
+
+
+def _to_sae_lens_layout(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    # Ours: x @ W_skip with W_skip [in, out]; SAELens: x @ W_skip.T with W_skip [out, in].
+    return tensor.T.contiguous() if name == "W_skip" else tensor.contiguous()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def sae_lens_cfg(sae: Dictionary, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """cfg.json content: SAELens keys, provenance metadata and the ``sparsescope`` block."""
+    cfg = sae.cfg
+    arch = sae_lens_architecture(sae)
+    meta = {**dict(getattr(sae, "metadata", None) or {}), **dict(metadata or {})}
+    out: dict[str, Any] = {
+        "architecture": arch or sae.architecture,
+        "d_in": cfg.in_features,
+        "d_sae": cfg.d_sae,
+        "dtype": _dtype_name(sae.W_enc.dtype),
+        "device": "cpu",
+        "apply_b_dec_to_input": bool(sae.subtracts_b_dec),
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+    }
+    if cfg.in_features != cfg.out_features or cfg.skip_connection:
+        out["d_out"] = cfg.out_features
+    if arch == "topk":
+        out.update({"k": int(cfg.k), "rescale_acts_by_decoder_norm": False})
+    out["model_name"] = meta.get("model_name")
+    out["hook_name"] = meta.get("hook_name")
+    out["metadata"] = {**meta, "sae_lens_version": SAE_LENS_FORMAT}
+    out["sparsescope"] = {"format_version": FORMAT_VERSION, "architecture": sae.architecture,
+                          "dictionary": cfg.to_dict(), "sae_lens_loadable": arch is not None}
+    return out
+
+
+def save_sae(sae: Dictionary, folder: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``sae`` as a SAELens folder; the old folder (if any) is replaced only once complete.
+
+    ``metadata`` (e.g. ``model_name``, ``hook_name``, training summary) lands in cfg.json's
+    ``metadata`` block, which SAELens exposes as ``sae.cfg.metadata``.
+    """
+    folder = Path(folder)
+    arch = sae_lens_architecture(sae)
+    allowed = SAE_LENS_TENSORS.get(arch or "", None)
+    state = {n: t.detach().cpu() for n, t in sae.state_dict().items()}
+    main = {n: _to_sae_lens_layout(n, t) for n, t in state.items() if allowed is None or n in allowed}
+    extra = {n: t.contiguous() for n, t in state.items() if n not in main}
+    cfg = sae_lens_cfg(sae, metadata)
+    if extra:
+        cfg["sparsescope"]["extra_tensors"] = sorted(extra)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        save_file(main, str(tmp / WEIGHTS))
+        if extra:
+            save_file(extra, str(tmp / EXTRA))
+        write_json(tmp / CFG, cfg)
+        _replace_dir(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap a finished folder into place; a crash leaves either the old or the new one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_cfg(folder: Path) -> dict[str, Any]:
+    path = folder / CFG
+    if not path.exists():
+        raise DataError("cfg.json is missing: not a SAELens/sparsescope dictionary folder", path=str(folder),
+                        fix="pass the folder that holds cfg.json and sae_weights.safetensors")
+    try:
+        return read_json(path)
+    except ValueError as err:
+        raise DataError(f"cfg.json is not valid JSON ({err})", path=str(path),
+                        fix="re-save the dictionary") from None
+
+
+def _config_from_block(block: dict[str, Any], path: Path) -> DictionaryConfig:
+    try:
+        return DictionaryConfig.from_dict(dict(block["dictionary"]))
+    except (ConfigError, KeyError, TypeError) as err:
+        raise ConfigError(f"the sparsescope block cannot be read ({err})", path=str(path),
+                          fix="re-save the dictionary with this version of sparsescope") from None
+
+
+def _config_from_sae_lens(cfg: dict[str, Any], path: Path) -> tuple[DictionaryConfig, bool]:
+    """Our config for a folder SAELens (or another tool) wrote; returns it and whether it has a skip."""
+    arch = cfg.get("architecture") or "standard"
+    if cfg.get("activation_fn") == "topk" or cfg.get("activation_fn_str") == "topk":
+        arch = "topk"
+    if arch not in _FROM_SAE_LENS:
+        raise ConfigError(f"SAELens architecture {arch!r} has no sparsescope equivalent", path=str(path),
+                          fix=f"supported: {sorted(_FROM_SAE_LENS)}")
+    norm = cfg.get("normalize_activations", "none") or "none"
+    if norm != "none":
+        raise ConfigError(f"normalize_activations={norm!r} is not supported on import", path=str(path),
+                          fix="fold the normalisation into the weights (SAELens: fold_activation_norm_scaling_factor) "
+                              "and save again")
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise ConfigError("rescale_acts_by_decoder_norm=true is not supported on import", path=str(path),
+                          fix="fold W_dec norms into the encoder in SAELens (fold_W_dec_norm) and save again")
+    ours, transcoder, skip = _FROM_SAE_LENS[arch]
+    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+    try:
+        dc = DictionaryConfig(architecture=ours, d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
+                              d_out=int(cfg["d_out"]) if transcoder else None,
+                              k=int(k) if ours == "topk" else None, skip_connection=skip,
+                              apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)))
+    except KeyError as err:
+        raise DataError(f"cfg.json lacks the key {err}", path=str(path),
+                        fix="add d_in and d_sae (and d_out for transcoders) to cfg.json") from None
+    return dc, skip
+
+
+def load_sae(folder: str | Path) -> Dictionary:
+    """Rebuild a Dictionary from a folder: ours, any SAELens folder, or (detected by their
+    files) a dictionary_learning or sparsify folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("dictionary folder does not exist", path=str(folder),
+                        fix="pass the folder written by the train stage (it holds cfg.json)")
+    if (folder / "ae.pt").exists() and not (folder / CFG).exists():
+        from core.checkpoint.dictionary_learning import import_dictionary_learning
+
+        return import_dictionary_learning(folder)
+    if (folder / "sae.safetensors").exists() and not (folder / WEIGHTS).exists():
+        from core.checkpoint.sparsify import import_sparsify
+
+        return import_sparsify(folder)
+    cfg = read_cfg(folder)
+    cfg_path = folder / CFG
+    tensors = read_safetensors(folder / WEIGHTS)
+    if "W_skip" in tensors:
+        tensors["W_skip"] = tensors["W_skip"].T
+    block = cfg.get("sparsescope")
+    optional: set[str] = set()
+    if block:
+        dc = _config_from_block(block, cfg_path)
+        if block.get("extra_tensors"):
+            tensors.update(read_safetensors(folder / EXTRA))
+    else:
+        dc, _ = _config_from_sae_lens(cfg, cfg_path)
+    sae = build_dictionary(dc)
+    if not block:
+        # Buffers SAELens does not write (e.g. training counters) keep their initial values.
+        known = set().union(*SAE_LENS_TENSORS.values())
+        optional = {n for n in sae.state_dict() if n not in known}
+    implied = f"{cfg_path} (architecture={dc.architecture}, d_in={dc.in_features}, d_sae={dc.d_sae}" + (
+        f", d_out={dc.out_features})" if dc.out_features != dc.in_features else ")")
+    assign(sae, tensors, path=folder / WEIGHTS, implied_by=implied, optional=optional)
+    meta = dict(cfg.get("metadata") or {})
+    meta.pop("sae_lens_version", None)
+    sae.metadata = meta
+    return sae.eval()
