@@ -1,0 +1,225 @@
+"""Adapters on tiny random models: capture, splice, steer and stop-early behave exactly.
+
+Each model is built in the test (random weights, a few layers) and saved to a local folder
+or file first, so the real local loading code is what gets exercised.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.adapters import load_adapter
+from core.adapters.interventions import Ablate, Splice
+from core.errors import ConfigError, DataError, OfflineError
+from core.samples import Sample
+
+torch.manual_seed(0)
+
+CHARS = "abcdefghijklmnopqrstuvwxyz .,?!"
+
+
+def _char_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def _tiny_causal(kind: str, folder):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    vocab = 4 + len(CHARS)
+    if kind == "llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = LlamaForCausalLM(cfg)
+    else:
+        cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=4, n_positions=128,
+                         bos_token_id=1, eos_token_id=2)
+        model = GPT2LMHeadModel(cfg)
+    model.save_pretrained(folder)
+    _char_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def causal(request, tmp_path_factory):
+    folder = _tiny_causal(request.param, tmp_path_factory.mktemp(request.param))
+    return load_adapter({"_target_": "core.adapters.causal_lm.load_causal_lm", "name_or_path": str(folder),
+                         "name": f"tiny-{request.param}", "device": "cpu"})
+
+
+PROMPTS = ["hello there.", "a much longer prompt, to force padding!", "hi"]
+
+
+def _hidden_states(adapter, batch):
+    pos = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        return adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos,
+                             output_hidden_states=True).hidden_states
+
+
+def _real(batch):
+    return batch.attention_mask.bool()
+
+
+class _RandomSAE(nn.Module):
+    def __init__(self, d: int, n: int) -> None:
+        super().__init__()
+        self.W_enc = nn.Parameter(torch.randn(d, n) / d**0.5)
+        self.W_dec = nn.Parameter(torch.randn(n, d) / n**0.5)
+        self.b_enc = nn.Parameter(torch.zeros(n))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+
+    def encode(self, x):
+        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+
+    def decode(self, f):
+        return f @ self.W_dec + self.b_dec
+
+
+class _IdentitySAE(_RandomSAE):
+    def encode(self, x):
+        return x
+
+    def decode(self, f):
+        return f
+
+
+def test_capture_equals_hidden_states(causal):
+    batch = causal.tokenize(PROMPTS)
+    hidden = _hidden_states(causal, batch)
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(causal.n_layers - 1)]
+    acts = causal.capture(batch, hooks)
+    real = _real(batch)
+    for i, h in enumerate(hooks):
+        torch.testing.assert_close(acts[h][real], hidden[i + 1][real], rtol=0, atol=1e-6)
+    pre0 = causal.capture(batch, ["blocks.0.hook_resid_pre"])["blocks.0.hook_resid_pre"]
+    torch.testing.assert_close(pre0[real], hidden[0][real], rtol=0, atol=1e-6)
+
+
+def test_left_padding_matches_single_prompt(causal):
+    batch = causal.tokenize(PROMPTS)
+    alone = causal.tokenize(PROMPTS[:1])
+    h = "blocks.2.hook_resid_post"
+    padded = causal.capture(batch, [h])[h][0][_real(batch)[0]]
+    single = causal.capture(alone, [h])[h][0]
+    torch.testing.assert_close(padded, single, rtol=1e-4, atol=1e-5)
+
+
+def test_stop_early_equals_full_pass(causal):
+    batch = causal.tokenize(PROMPTS)
+    h = ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"]
+    early = causal.capture(batch, h)
+    full = causal.capture(batch, h, stop_early=False)
+    for k in h:
+        assert torch.equal(early[k], full[k])
+    assert causal.forward(batch, stop_at="blocks.0.hook_resid_post") is None
+
+
+def test_splice_with_error_term_reproduces_logits(causal):
+    batch = causal.tokenize(PROMPTS)
+    clean = causal.forward(batch)
+    sae = _RandomSAE(causal.d_model, 64)
+    with causal.intervene("blocks.1.hook_resid_post", Splice(sae, error_term=True)):
+        spliced = causal.forward(batch)
+    with causal.intervene("blocks.1.hook_resid_post", Splice(sae, error_term=False)):
+        lossy = causal.forward(batch)
+    real = _real(batch)
+    torch.testing.assert_close(spliced[real], clean[real], rtol=0, atol=1e-5)
+    assert (lossy[real] - clean[real]).abs().max() > 1e-2
+
+
+def test_splice_identity_dictionary_reproduces_logits(causal):
+    batch = causal.tokenize(PROMPTS)
+    clean = causal.forward(batch)
+    with causal.intervene("blocks.0.hook_mlp_out", Splice(_IdentitySAE(causal.d_model, causal.d_model))):
+        spliced = causal.forward(batch)
+    assert torch.equal(spliced, clean)
+
+
+def test_steer_shifts_activation_by_decoder_direction(causal):
+    batch = causal.tokenize(PROMPTS)
+    sae = _RandomSAE(causal.d_model, 16)
+    direction = sae.W_dec[5].detach() * 3.0
+    h = "blocks.1.hook_resid_post"
+    before = causal.capture(batch, [h])[h]
+    with causal.intervene(h, lambda act, _b: act + direction):
+        after = causal.capture(batch, [h])[h]
+    torch.testing.assert_close(after - before, direction.expand_as(before), rtol=0, atol=1e-6)
+
+
+def test_zero_ablation_changes_logits_only_on_real_tokens(causal):
+    batch = causal.tokenize(PROMPTS)
+    h = "blocks.2.hook_mlp_out"
+    with causal.intervene(h, Ablate()):
+        acts = causal.capture(batch, [h])[h]
+    assert acts[_real(batch)].abs().max() == 0
+
+
+def test_logprobs_and_generate(causal):
+    lp = causal.next_token_logprobs(PROMPTS)
+    assert lp.shape == (3, causal.model.config.vocab_size)
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(3), rtol=0, atol=1e-4)
+    seq = causal.sequence_logprobs(["hello", "hello"], [" there", " there."])
+    assert seq.shape == (2,) and (seq < 0).all()
+    # the longer continuation adds one more negative term to the same prefix
+    first = causal.sequence_logprobs(["hello"], [" there"])
+    torch.testing.assert_close(seq[0], first[0], rtol=1e-4, atol=1e-4)
+    assert seq[1] < seq[0]
+    out = causal.generate(["hello", "a b"], max_new_tokens=5)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    # greedy generation equals the argmax of next_token_logprobs at step one
+    first_tok = causal.tokenizer.decode([int(causal.next_token_logprobs(["hello"])[0].argmax())])
+    one = causal.generate(["hello"], max_new_tokens=1, skip_special_tokens=False)[0]
+    assert one == first_tok or first_tok in ("<eos>",)
+
+
+def test_generation_passes_interventions_each_step(causal):
+    shapes = []
+
+    def spy(act, batch):
+        assert act.shape[:2] == batch.input_ids.shape
+        shapes.append(act.shape[1])
+        return act
+
+    with causal.intervene("blocks.0.hook_resid_post", spy):
+        causal.generate(["hello"], max_new_tokens=3)
+    assert shapes[0] == len(causal.tokenize(["hello"]).input_ids[0]) and set(shapes[1:]) <= {1}
+
+
+def test_unknown_hook_lists_valid_ones(causal):
+    with pytest.raises(ConfigError) as err:
+        causal.capture(causal.tokenize(PROMPTS), ["blocks.9.hook_resid_post"])
+    assert "blocks.{0..2}" in str(err.value) and "hook_resid_post" in str(err.value)
+
+
+def test_empty_prompt_is_a_data_error(causal):
+    with pytest.raises(DataError, match="empty"):
+        causal.tokenize([Sample("s1", "")])
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_adapter({"_target_": "core.adapters.causal_lm.load_causal_lm",
+                      "name_or_path": str(tmp_path / "nowhere")})
+
+
+def test_hub_name_offline_gives_one_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError) as err:
+        load_adapter({"_target_": "core.adapters.causal_lm.load_causal_lm",
+                      "name_or_path": "sparsescope-test/no-such-model"})
+    text = str(err.value)
+    assert "sparsescope-test/no-such-model" in text and "could not be downloaded" in text
+    assert "name_or_path=" in text
