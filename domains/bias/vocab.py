@@ -96,7 +96,7 @@ def check_names(names: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]
     if unknown:
         raise ConfigError(f"name list has unknown gender keys {sorted(unknown)}",
                           fix=f"use the keys {list(GENDERS)}")
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     out: dict[str, tuple[str, ...]] = {}
     for gender in GENDERS:
         items = tuple(str(n).strip() for n in names.get(gender, ()))
@@ -108,10 +108,13 @@ def check_names(names: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]
                                   fix="give first names of one word each")
             key = n.lower()
             if key in seen:
-                where = "twice" if seen[key] == gender else f"under both {seen[key]!r} and {gender!r}"
-                raise ConfigError(f"name list has duplicate name {n!r} ({where})",
+                first_gender, first = seen[key]
+                where = (f"twice under {gender!r}" if first_gender == gender
+                         else f"under both {first_gender!r} and {gender!r}")
+                same = f" and {n!r}" if n != first else ""
+                raise ConfigError(f"name list has duplicate name {first!r}{same} ({where})",
                                   fix="list each first name once, under one gender")
-            seen[key] = gender
+            seen[key] = (gender, n)
         out[gender] = items
     return out
 
