@@ -86,3 +86,18 @@ def load_or_offline(name: str, load: Callable[[], T], *, config_key: str = "mode
             f"the local cache ({type(err).__name__}: {str(err).splitlines()[0][:160]})",
             fix=f"download it on a machine with network access and set {config_key}=/path/to/local/folder "
                 "(or a .pt file for fair-esm) in the model config") from None
+
+
+class quiet_transformers:
+    """Silence transformers' load report (unused heads are expected for these checkpoints)."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        self._level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._level)
