@@ -250,3 +250,22 @@ def test_stacked_stores_give_batch_n_inputs_d(tmp_path):
     assert batch.shape == (8, 2, D)
     assert torch.allclose(batch[:, 1], 2 * batch[:, 0])
     assert dm.take(5).shape == (5, 2, D)
+
+
+def test_targets_give_aligned_x_y_tuples(tmp_path):
+    samples = fake_samples(40)
+    write_store(tmp_path / "mlp_in", samples)
+    targets = [dict(s, acts=-3 * s["acts"]) for s in samples]
+    write_store(tmp_path / "mlp_out", targets)
+    dm = ActivationDataModule(tmp_path / "mlp_in", targets=tmp_path / "mlp_out", batch_size=8,
+                              buffer_tokens=24, holdout_fraction=0.1)
+    n = 0
+    for x, y in dm.train_dataloader():
+        assert x.shape == y.shape and x.shape[1] == D
+        assert torch.allclose(y, -3 * x)
+        n += x.shape[0]
+    assert n == dm.n_train_tokens
+    x, y = next(iter(dm.val_dataloader()))
+    assert torch.allclose(y, -3 * x)
+    assert torch.allclose(dm.take_target(10), -3 * dm.take(10))
+    assert dm.memory_bound_bytes == 24 * 2 * D * 4

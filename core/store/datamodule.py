@@ -5,7 +5,7 @@ rows pass through a fixed-size shuffle buffer: when the buffer is full a random 
 is taken out and the holes are filled from the buffer's tail. Every training token is
 therefore emitted exactly once per epoch, and the memory held is bounded by
 
-    buffer_tokens * n_inputs * d * 4 bytes   (the float32 buffer)
+    buffer_tokens * (n_inputs * d + target widths) * 4 bytes   (the float32 buffer)
     + one shard (read from disk, converted to float32, and its training rows selected)
     + one batch.
 
@@ -85,11 +85,12 @@ class StoreStream(IterableDataset):
 
     def __init__(self, stores: Sequence[ActivationStore], *, split: str, batch_size: int,
                  buffer_tokens: int, holdout_fraction: float, split_seed: int, seed: int,
-                 shuffle: bool) -> None:
+                 shuffle: bool, target_stores: Sequence[ActivationStore] = ()) -> None:
         super().__init__()
         if split not in ("train", "val"):
             raise ConfigError(f"unknown split {split!r}", fix="use 'train' or 'val'")
         self.stores = list(stores)
+        self.target_stores = list(target_stores)
         self.split = split
         self.batch_size = int(batch_size)
         self.buffer_tokens = max(int(buffer_tokens), self.batch_size)
@@ -103,22 +104,45 @@ class StoreStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def read_unit(self, index: int) -> torch.Tensor:
-        """Rows of this split from shard ``index`` of every store, stacked on dim 1 when several."""
-        first = self.stores[0].read_shard(index, ("acts", "sample", "position"))
-        keep = holdout_mask(first["sample"], self.holdout_fraction, self.split_seed)
-        if self.split == "train":
-            keep = ~keep
-        acts = [first["acts"][keep]]
-        for store in self.stores[1:]:
-            other = store.read_shard(index, ("acts", "sample", "position"))
-            if not (torch.equal(other["sample"], first["sample"])
-                    and torch.equal(other["position"], first["position"])):
+    def _read_group(self, stores: Sequence[ActivationStore], index: int, first: dict | None,
+                    keep: torch.Tensor | None) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """This split's rows of shard ``index`` of ``stores``, stacked on dim 1 when several."""
+        acts = []
+        for store in stores:
+            shard = store.read_shard(index, ("acts", "sample", "position"))
+            if first is None:
+                first = shard
+                keep = holdout_mask(shard["sample"], self.holdout_fraction, self.split_seed)
+                if self.split == "train":
+                    keep = ~keep
+            elif not (torch.equal(shard["sample"], first["sample"])
+                      and torch.equal(shard["position"], first["position"])):
                 raise DataError("stacked stores hold different tokens in this shard",
                                 path=str(store.shard_paths[index]),
-                                fix="harvest all hooks of a crosscoder in one harvest run")
-            acts.append(other["acts"][keep])
-        return acts[0] if len(acts) == 1 else torch.stack(acts, dim=1)
+                                fix="harvest all hooks of a crosscoder or transcoder in one harvest run")
+            acts.append(shard["acts"][keep])
+        x = acts[0] if len(acts) == 1 else torch.stack(acts, dim=1)
+        return x, first, keep
+
+    def read_unit(self, index: int) -> torch.Tensor:
+        """Rows of this split from shard ``index``: inputs, with targets packed after them
+        (flattened) when there are targets, so one buffer shuffles both together."""
+        x, first, keep = self._read_group(self.stores, index, None, None)
+        if not self.target_stores:
+            return x
+        y, _, _ = self._read_group(self.target_stores, index, first, keep)
+        return torch.cat([x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)], dim=1)
+
+    def unpack(self, rows: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not self.target_stores:
+            return rows
+        n_x = len(self.stores) * self.stores[0].d
+        x, y = rows[:, :n_x], rows[:, n_x:]
+        if len(self.stores) > 1:
+            x = x.reshape(rows.shape[0], len(self.stores), -1)
+        if len(self.target_stores) > 1:
+            y = y.reshape(rows.shape[0], len(self.target_stores), -1)
+        return x, y
 
     def my_units(self, generator: torch.Generator) -> list[int]:
         n = len(self.stores[0].shard_paths)
@@ -129,7 +153,11 @@ class StoreStream(IterableDataset):
         slot, slots = rank * nworkers + wid, world * nworkers
         return order[slot::slots]
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+        for rows in self._rows():
+            yield self.unpack(rows)
+
+    def _rows(self) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         units = self.my_units(generator)
         self.epoch += 1
@@ -151,7 +179,8 @@ class StoreStream(IterableDataset):
             yield carry
 
 
-def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True) -> list[ActivationStore]:
+def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True, *,
+                same_width: bool = True) -> list[ActivationStore]:
     """Open one or several stores and check that they can be stacked token by token."""
     items = [stores] if isinstance(stores, (str, Path, ActivationStore)) else list(stores)
     if not items:
@@ -159,7 +188,7 @@ def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True) ->
     opened = [s if isinstance(s, ActivationStore) else ActivationStore(s, verify=verify) for s in items]
     base = opened[0]
     for other in opened[1:]:
-        if other.d != base.d:
+        if same_width and other.d != base.d:
             raise ShapeError(f"stores have different widths (d={base.d} at {base.root}, d={other.d})",
                              path=str(other.root), fix="stack only stores of the same width")
         if other.shard_tokens != base.shard_tokens:
@@ -172,6 +201,9 @@ def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True) ->
 class ActivationDataModule(L.LightningDataModule):
     """Train/validation batches from one store (``[batch, d]``) or several (``[batch, n_inputs, d]``).
 
+    With ``targets`` (transcoders: the MLP output beside its input), batches are
+    ``(x, y)`` tuples, shuffled together; target stores must be sharded like the inputs.
+
     The validation split holds out whole samples (``holdout_fraction`` of them, chosen by a
     hash of the sample index with ``split_seed``), so it is the same for training,
     evaluation and enrichment. ``seed`` drives only the shuffling.
@@ -179,7 +211,8 @@ class ActivationDataModule(L.LightningDataModule):
 
     def __init__(self, root: StoreLike | Sequence[StoreLike], batch_size: int = 4096,
                  buffer_tokens: int | None = None, holdout_fraction: float = 0.05, seed: int = 0,
-                 *, split_seed: int = 0, num_workers: int = 0, verify: bool = True) -> None:
+                 *, targets: StoreLike | Sequence[StoreLike] | None = None, split_seed: int = 0,
+                 num_workers: int = 0, verify: bool = True) -> None:
         super().__init__()
         if not 0.0 <= float(holdout_fraction) < 1.0:
             raise ConfigError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}",
@@ -187,6 +220,9 @@ class ActivationDataModule(L.LightningDataModule):
         if int(batch_size) <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}", fix="set e.g. 4096")
         self.stores = open_stores(root, verify=verify)
+        self.target_stores = open_stores(targets, verify=verify) if targets is not None else []
+        if self.target_stores:
+            open_stores([self.stores[0], *self.target_stores], verify=False, same_width=False)
         self.batch_size = int(batch_size)
         self.buffer_tokens = int(buffer_tokens) if buffer_tokens else 8 * self.batch_size
         self.holdout_fraction = float(holdout_fraction)
@@ -194,6 +230,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.split_seed = int(split_seed)
         self.num_workers = int(num_workers)
         self._counts: dict[str, int] | None = None
+        self._taken: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.train_stream = self._stream("train", shuffle=True)
         self.val_stream = self._stream("val", shuffle=False)
 
@@ -212,12 +249,14 @@ class ActivationDataModule(L.LightningDataModule):
     @property
     def memory_bound_bytes(self) -> int:
         """The shuffle buffer's size; add one shard for the full bound (see module docstring)."""
-        return self.buffer_tokens * self.n_inputs * self.d * 4
+        width = self.n_inputs * self.d + sum(s.d for s in self.target_stores)
+        return self.buffer_tokens * width * 4
 
     def _stream(self, split: str, shuffle: bool) -> StoreStream:
         return StoreStream(self.stores, split=split, batch_size=self.batch_size,
                            buffer_tokens=self.buffer_tokens, holdout_fraction=self.holdout_fraction,
-                           split_seed=self.split_seed, seed=self.seed, shuffle=shuffle)
+                           split_seed=self.split_seed, seed=self.seed, shuffle=shuffle,
+                           target_stores=self.target_stores)
 
     def split_counts(self) -> dict[str, int]:
         """Tokens in each split (reads only the sample column of each shard)."""
@@ -238,18 +277,30 @@ class ActivationDataModule(L.LightningDataModule):
 
     def take(self, n_tokens: int, split: str = "train") -> torch.Tensor:
         """Up to ``n_tokens`` rows from the start of a shuffled pass (for b_dec init, scaling)."""
+        return self._take(n_tokens, split)[0]
+
+    def take_target(self, n_tokens: int, split: str = "train") -> torch.Tensor | None:
+        """The targets of the rows ``take`` returns (None without target stores)."""
+        return self._take(n_tokens, split)[1]
+
+    def _take(self, n_tokens: int, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = (int(n_tokens), split)
+        if key in self._taken:
+            return self._taken[key]
         stream = self._stream(split, shuffle=True)
         stream.set_epoch(10**6)  # a pass of its own, so the training epochs keep their order
         out, have = [], 0
-        for batch in stream:
-            out.append(batch[: n_tokens - have])
+        for rows in stream._rows():
+            out.append(rows[: n_tokens - have])
             have += out[-1].shape[0]
             if have >= n_tokens:
                 break
         if not out:
             raise DataError(f"the {split} split of this store is empty", path=str(self.store.root),
                             fix="harvest more samples or lower data.holdout_fraction")
-        return torch.cat(out)
+        taken = stream.unpack(torch.cat(out))
+        self._taken = {key: taken if isinstance(taken, tuple) else (taken, None)}
+        return self._taken[key]
 
     def _loader(self, stream: StoreStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
