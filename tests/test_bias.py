@@ -400,3 +400,9 @@ def test_concepts_mark_gendered_tokens_at_adapter_positions():
     assert pos("occupation_word") == [(0, 1), (1, 3)]
     assert len(pos("group=female")) == 5 and len(pos("occupation=carpenter")) == 5
     assert labels.loc[1, "occupation"] == "carpenter"
+
+
+def test_stereoset_scores_run_on_toy_model():
+    adapter, _ = _toy_adapter()
+    res = behaviour.stereoset_scores(adapter, loaders.load_stereoset(FIX / "stereoset_dev.json"))
+    assert res["n"] == 2 and 0.0 <= res["ss"] <= 100.0 and 0.0 <= res["icat"] <= 100.0
