@@ -35,8 +35,10 @@ def read_fasta(path: str | Path, policy: InputPolicy | None = None) -> list[Prot
             continue
         rid = _accession(rec.id)
         desc = rec.description[len(rec.id):].strip()
-        protein = ProteinRecord(id=rid, sequence=policy.clean_sequence(str(rec.seq)),
-                                meta={"description": desc, "source": Path(path).name, "line": line})
+        meta = {"description": desc, "source": Path(path).name, "line": line}
+        if rid != rec.id:
+            meta["entry_name"] = rec.id.split("|")[2]
+        protein = ProteinRecord(id=rid, sequence=policy.clean_sequence(str(rec.seq)), meta=meta)
         if policy.check(protein, path=path, line=line, seen=seen):
             out.append(protein)
     return out

@@ -1,0 +1,69 @@
+"""IMGT numbering and regions: a known therapeutic antibody, the conversion of ANARCII output, the cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from domains.protein.abnativ_data import parse_gene_calls, parse_paired_id
+from domains.protein.imgt import Numbering, NumberingCache, from_anarcii, number_chains, region_of
+
+# Trastuzumab (Herceptin) variable domains; IMGT CDRs as listed by IMGT/mAb-DB.
+TRAS_H = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYC"
+          "SRWGGDGFYAMDYWGQGTLVTVSS")
+TRAS_L = "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK"
+
+
+def test_region_boundaries():
+    assert [region_of(p) for p in (1, 26, 27, 38, 39, 55, 56, 65, 66, 104, 105, 117, 118, 128)] == [
+        "FR1", "FR1", "CDR1", "CDR1", "FR2", "FR2", "CDR2", "CDR2", "FR3", "FR3", "CDR3", "CDR3", "FR4", "FR4"]
+    assert region_of(0) is None and region_of(129) is None
+
+
+def test_anarcii_output_maps_onto_sequence_indices_with_gaps_and_insertions():
+    seq = "QVQLAAC"
+    result = {"numbering": [((1, " "), "Q"), ((2, " "), "V"), ((3, " "), "-"), ((26, " "), "Q"),
+                            ((27, " "), "L"), ((111, "A"), "A"), ((112, " "), "A")],
+              "chain_type": "H", "score": 25.0, "query_start": 0, "query_end": 6, "error": None}
+    n = from_anarcii(seq, result)
+    assert n.error is None and n.chain == "heavy"
+    assert [r[0] for r in n.residues] == [0, 1, 2, 3, 4, 5]
+    assert n.region_spans() == [("FR1", 0, 3), ("CDR1", 3, 4), ("CDR3", 4, 6)]
+    shifted = from_anarcii("MQVQLAAC", {**result, "query_start": 1})
+    assert shifted.residues[0][0] == 1
+    bad = from_anarcii("QVQLAAC", {**result, "query_start": 1})
+    assert bad.error and not bad.residues
+
+
+def test_cache_round_trip(tmp_path):
+    cache = NumberingCache(tmp_path / "n.sqlite", tag="t")
+    n = Numbering("K", [(0, 1, ""), (1, 2, "")], 20.0, None)
+    cache.put_many({"DI": n})
+    assert cache.get_many(["DI", "XX"]) == {"DI": n}
+    assert NumberingCache(tmp_path / "n.sqlite", tag="other").get_many(["DI"]) == {}
+
+
+def test_trastuzumab_imgt_regions(tmp_path):
+    pytest.importorskip("anarcii")
+    cache = NumberingCache(tmp_path / "n.sqlite")
+    heavy, light = number_chains([TRAS_H, TRAS_L], cache=cache, progress=False)
+    assert heavy.chain == "heavy" and light.chain == "kappa"
+    got_h = {r: TRAS_H[a:b] for r, a, b in heavy.region_spans()}
+    got_l = {r: TRAS_L[a:b] for r, a, b in light.region_spans()}
+    assert got_h["CDR1"] == "GFNIKDTY" and got_h["CDR2"] == "IYPTNGYT" and got_h["CDR3"] == "SRWGGDGFYAMDY"
+    assert got_l["CDR1"] == "QDVNTA" and got_l["CDR2"] == "SAS" and got_l["CDR3"] == "QQHYTTPPT"
+    assert got_h["FR4"] == "WGQGTLVTVSS" and got_h["FR1"] == "EVQLVESGGGLVQPGGSLRLSCAAS"
+    # second call is served from the cache, identical
+    again = number_chains([TRAS_H], cache=cache, progress=False)
+    assert again[0] == heavy
+
+
+def test_gene_calls_and_paired_ids():
+    meta = parse_paired_id("pairedAbNGS_PRJEB53053|ERR9767742|human|TCTGGAACATTACGAC|"
+                           "IGHV5-51*01_IGHD3-16*03_IGHJ4*02_IGHA1|IGKV4-1*01_IGKJ1*01_IGKC|ARMGRIDNYNSGWDH|QQYYSTPWT")
+    assert meta["species"] == "human" and meta["heavy_v_family"] == "IGHV5"
+    assert meta["heavy_j_gene"] == "IGHJ4" and meta["heavy_isotype"] == "IgA1"
+    assert meta["light_locus"] == "kappa" and meta["light_v_gene"] == "IGKV4-1"
+    assert meta["heavy_cdr3"] == "ARMGRIDNYNSGWDH"
+    assert parse_gene_calls("IGKV1D-33*01_IGKJ4*01")["v_family"] == "IGKV1"
+    assert parse_gene_calls("IGHV4-39*01_IGHJ5*02_IGHD")["isotype"] == "IgD"
+    assert parse_paired_id("pIgGen_797733") == {}
