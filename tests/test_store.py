@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -168,6 +171,59 @@ def test_resume_after_kill_mid_write(tmp_path):
     assert torch.equal(data["acts"], concat(samples, "acts"))
 
 
+KILLED_WRITER = textwrap.dedent("""
+    import os, signal
+    import torch
+    import core.store.writer as writer
+
+    real_save, calls = writer.save_file, []
+
+    def save_then_die(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 3:  # the third shard: write half of it, then die without cleanup
+            real_save(tensors, path, metadata=metadata)
+            data = open(path, "rb").read()
+            open(path, "wb").write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_save(tensors, path, metadata=metadata)
+
+    writer.save_file = save_then_die
+    acts, meta = torch.load({data!r})
+    w = writer.ShardWriter({root!r}, model="toy", hook="blocks.0.hook_resid_post", d=acts.shape[1],
+                           shard_tokens=16)
+    for i, (lo, hi, done) in enumerate(meta):
+        w.add(acts[lo:hi], torch.zeros(hi - lo), torch.zeros(hi - lo), torch.zeros(hi - lo),
+              samples_done=done)
+""")
+
+
+def test_resume_after_real_sigkill_mid_shard(tmp_path):
+    root = tmp_path / "store"
+    samples = fake_samples(60, seed=4)
+    acts = concat(samples, "acts")
+    bounds, lo = [], 0
+    for i in range(0, 60, 3):
+        hi = lo + sum(len(s["sample"]) for s in samples[i:i + 3])
+        bounds.append((lo, hi, i + 3))
+        lo = hi
+    torch.save((acts, bounds), tmp_path / "input.pt")
+    code = KILLED_WRITER.format(data=str(tmp_path / "input.pt"), root=str(root))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert list(root.glob(".*.tmp")), "the kill should leave a half-written temp file"
+    manifest = read_manifest(root)
+    assert len(manifest["shards"]) == 2 and not manifest["complete"]
+
+    w = ShardWriter(root, model="toy", hook="blocks.0.hook_resid_post", d=D, shard_tokens=16)
+    done = w.samples_done
+    assert done == manifest["shards"][-1]["samples_done"]
+    assert not list(root.glob(".*.tmp"))
+    del w
+    write_store(root, samples, start=done)
+    data = ActivationStore(root).load(("acts",))
+    assert torch.equal(data["acts"], acts)  # nothing lost, nothing written twice
+
+
 def test_missing_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="manifest.json"):
         ActivationStore(tmp_path)
@@ -210,7 +266,7 @@ def test_datamodule_every_train_token_once_per_epoch_and_bounded(tmp_path):
     it = iter(loader)
     first = next(it)
     assert first.shape == (16, D) and first.dtype == torch.float32
-    per_shard = min(store.shard_tokens)
+    per_shard = min(store.shard_sizes)
     # Only enough shards to fill the buffer once have been read before the first batch.
     assert len(reads) <= -(-dm.buffer_tokens // max(1, per_shard // 2)) + 1
     assert dm.train_stream.buffer.rows.numel() * 4 == dm.memory_bound_bytes == 48 * D * 4

@@ -191,7 +191,7 @@ def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True, *,
         if same_width and other.d != base.d:
             raise ShapeError(f"stores have different widths (d={base.d} at {base.root}, d={other.d})",
                              path=str(other.root), fix="stack only stores of the same width")
-        if other.shard_tokens != base.shard_tokens:
+        if other.shard_sizes != base.shard_sizes:
             raise ShapeError("stores are sharded differently, so their tokens cannot be stacked",
                              path=str(other.root),
                              fix="harvest all hooks of a crosscoder in one harvest run")

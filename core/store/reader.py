@@ -67,7 +67,7 @@ class ActivationStore:
         return [self.root / e["file"] for e in self.manifest["shards"]]
 
     @property
-    def shard_tokens(self) -> list[int]:
+    def shard_sizes(self) -> list[int]:
         return [int(e["n_tokens"]) for e in self.manifest["shards"]]
 
     def __len__(self) -> int:
