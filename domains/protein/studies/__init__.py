@@ -1,0 +1,1 @@
+"""Runners of the protein case studies (``case_study.runner`` points here)."""
