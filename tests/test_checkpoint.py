@@ -104,22 +104,29 @@ def test_sae_lens_loads_transcoders(tmp_path, arch, over):
         assert torch.allclose(theirs(x), sae(x), atol=1e-5)
 
 
-def test_foreign_sae_lens_folder_loads(tmp_path):
-    sae_lens = pytest.importorskip("sae_lens")
-    from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
+@pytest.mark.parametrize("their_arch,ours", [("standard", "relu"), ("topk", "topk"), ("jumprelu", "jumprelu"),
+                                              ("gated", "gated")])
+def test_foreign_sae_lens_folder_loads(tmp_path, their_arch, ours):
+    pytest.importorskip("sae_lens")
+    from sae_lens.registry import get_sae_class
 
-    theirs = JumpReLUSAE(JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE))
+    if ours not in REGISTRY:
+        pytest.skip(f"{ours} not registered")
+    sae_cls, cfg_cls = get_sae_class(their_arch)
+    kw = {"k": K} if their_arch == "topk" else {}
+    theirs = sae_cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, **kw))
     with torch.no_grad():
         for p in theirs.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
-        theirs.threshold.abs_()
+        if their_arch == "jumprelu":
+            theirs.threshold.abs_()
     theirs.save_model(str(tmp_path / "sl"))
-    assert sae_lens  # the package itself wrote the folder
-    ours = load_sae(tmp_path / "sl")
+    loaded = load_sae(tmp_path / "sl")
     x = inputs()
     with torch.no_grad():
-        assert ours.architecture == "jumprelu"
-        assert torch.allclose(ours.encode(x), theirs.encode(x), atol=1e-5)
+        assert loaded.architecture == ours
+        assert torch.allclose(loaded.encode(x), theirs.encode(x), atol=1e-5)
+        assert torch.allclose(loaded(x), theirs(x), atol=1e-5)
 
 
 def test_shape_mismatch_names_file_tensor_and_fix(tmp_path):

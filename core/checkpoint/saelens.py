@@ -235,5 +235,8 @@ def load_sae(folder: str | Path) -> Dictionary:
     assign(sae, tensors, path=folder / WEIGHTS, implied_by=implied, optional=optional)
     meta = dict(cfg.get("metadata") or {})
     meta.pop("sae_lens_version", None)
+    for key, old in (("model_name", "model_name"), ("hook_name", "hook_point")):
+        if meta.get(key) is None and (cfg.get(key) or cfg.get(old)):
+            meta[key] = cfg.get(key) or cfg.get(old)
     sae.metadata = meta
     return sae.eval()
