@@ -222,4 +222,152 @@ def test_hub_name_offline_gives_one_clear_message(monkeypatch):
                       "name_or_path": "sparsescope-test/no-such-model"})
     text = str(err.value)
     assert "sparsescope-test/no-such-model" in text and "could not be downloaded" in text
-    assert "name_or_path=" in text
+    assert "model.name_or_path=" in text
+
+
+# --- protein models -------------------------------------------------------------------------
+
+SEQS = [Sample("p1", "MKTAYIAKQRQISFVKSHFSRQ"), Sample("p2", "GSHMLE"), Sample("p3", "MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMF")]
+
+
+def _tiny_fair_esm(folder, regression: bool = True):
+    import argparse
+
+    import esm
+
+    model = esm.model.esm2.ESM2(num_layers=3, embed_dim=32, attention_heads=4, alphabet="ESM-1b", token_dropout=True)
+    state = {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()
+             if not k.startswith("contact_head.regression")}
+    cfg = argparse.Namespace(encoder_layers=3, encoder_embed_dim=32, encoder_attention_heads=4, token_dropout=True)
+    path = folder / "esm2_t3_tiny.pt"
+    torch.save({"cfg": {"model": cfg}, "model": state}, path)
+    if regression:
+        reg = {k: v for k, v in model.state_dict().items() if k.startswith("contact_head.regression")}
+        torch.save({"model": reg}, folder / "esm2_t3_tiny-contact-regression.pt")
+    return path
+
+
+def _tiny_hf_esm(folder):
+    import esm
+    from transformers import EsmConfig, EsmForMaskedLM
+
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    cfg = EsmConfig(vocab_size=len(alphabet.all_toks), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=130, position_embedding_type="rotary",
+                    pad_token_id=alphabet.padding_idx, mask_token_id=alphabet.mask_idx, token_dropout=True,
+                    emb_layer_norm_before=False)
+    EsmForMaskedLM(cfg).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(alphabet.all_toks) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module", params=["fair", "hf"])
+def esm_adapter(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"esm_{request.param}")
+    if request.param == "fair":
+        cfg = {"_target_": "core.adapters.esm_fair.load_esm2_fair", "name_or_path": str(_tiny_fair_esm(folder))}
+    else:
+        cfg = {"_target_": "core.adapters.esm_hf.load_esm2_hf", "name_or_path": str(_tiny_hf_esm(folder))}
+    return load_adapter({**cfg, "device": "cpu", "overlap": 4})
+
+
+def _esm_reference_hidden(adapter, batch):
+    """Per-layer residual stream from the library's own API (not our hooks)."""
+    with torch.no_grad():
+        if hasattr(adapter.model, "layers"):
+            out = adapter.model(batch.input_ids, repr_layers=list(range(adapter.n_layers + 1)))
+            return [out["representations"][i] for i in range(adapter.n_layers)]
+        out = adapter.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+        return list(out.hidden_states[: adapter.n_layers])
+
+
+def test_esm_capture_equals_library_hidden_states(esm_adapter):
+    batch = esm_adapter.tokenize(SEQS)
+    ref = _esm_reference_hidden(esm_adapter, batch)
+    hooks = [f"blocks.{i}.hook_resid_post" for i in range(esm_adapter.n_layers - 1)]
+    acts = esm_adapter.capture(batch, hooks)
+    real = _real(batch)
+    for i, h in enumerate(hooks):
+        torch.testing.assert_close(acts[h][real], ref[i + 1][real], rtol=0, atol=1e-6)
+
+
+def test_esm_positions_exclude_special_tokens(esm_adapter):
+    batch = esm_adapter.tokenize(SEQS)
+    for r, s in enumerate(SEQS):
+        pos = batch.positions[r][batch.positions[r] >= 0]
+        assert pos.tolist() == list(range(len(s.text)))
+        assert batch.positions[r, 0] == -1  # CLS/BOS
+    assert batch.special_mask[1, len(SEQS[1].text) + 1]  # EOS
+
+
+def test_esm_splice_and_stop_early(esm_adapter):
+    batch = esm_adapter.tokenize(SEQS)
+    clean = esm_adapter.forward(batch)
+    real = _real(batch)
+    for hook in ("blocks.1.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.2.hook_attn_out"):
+        d = esm_adapter.capture(batch, [hook])[hook].shape[-1]
+        with esm_adapter.intervene(hook, Splice(_RandomSAE(d, 48), error_term=True)):
+            spliced = esm_adapter.forward(batch)
+        torch.testing.assert_close(spliced[real], clean[real], rtol=0, atol=1e-5)
+        with esm_adapter.intervene(hook, Splice(_IdentitySAE(d, d))):
+            assert torch.equal(esm_adapter.forward(batch)[real], clean[real])
+    h = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
+    early, full = esm_adapter.capture(batch, h), esm_adapter.capture(batch, h, stop_early=False)
+    for k in h:
+        assert torch.equal(early[k], full[k])
+
+
+def test_esm_steer_shift_is_exact(esm_adapter):
+    batch = esm_adapter.tokenize(SEQS)
+    direction = torch.randn(esm_adapter.d_model)
+    h = "blocks.1.hook_resid_post"
+    before = esm_adapter.capture(batch, [h])[h]
+    with esm_adapter.intervene(h, lambda act, _b: act + direction):
+        after = esm_adapter.capture(batch, [h])[h]
+    torch.testing.assert_close(after - before, direction.expand_as(before), rtol=0, atol=1e-6)
+
+
+def test_esm_long_sequences_chunk_or_skip(esm_adapter, tmp_path):
+    esm_adapter.max_residues, saved = 20, esm_adapter.max_residues
+    try:
+        long = Sample("long", "ACDEFGHIKLMNPQRSTVWY" * 3)
+        batch = esm_adapter.tokenize([SEQS[1], long], sample_index=[7, 8])
+        rows = (batch.sample_index == 8).nonzero().flatten()
+        assert len(rows) >= 3
+        owned = torch.cat([batch.positions[r][batch.positions[r] >= 0] for r in rows])
+        assert sorted(owned.tolist()) == list(range(60))  # every residue exactly once
+        esm_adapter.long_sequences = "skip"
+        batch = esm_adapter.tokenize([SEQS[1], long])
+        assert batch.sample_index.tolist() == [0] and esm_adapter.skipped["too_long"] == 1
+    finally:
+        esm_adapter.max_residues, esm_adapter.long_sequences = saved, "chunk"
+
+
+def test_esm_bad_inputs(esm_adapter):
+    with pytest.raises(DataError) as err:
+        esm_adapter.tokenize([SEQS[0], Sample("weird", "MKT#AY")])
+    assert "weird" in str(err.value) and "'#'" in str(err.value)
+    with pytest.raises(DataError, match="empty sequence"):
+        esm_adapter.tokenize([Sample("blank", "  ")])
+    with pytest.raises(ConfigError, match="valid hook points"):
+        esm_adapter.capture(esm_adapter.tokenize(SEQS), ["layer3"])
+    esm_adapter.on_unknown = "skip"
+    try:
+        batch = esm_adapter.tokenize([SEQS[0], Sample("weird", "MKT#AY"), SEQS[1]])
+        assert batch.sample_index.tolist() == [0, 2] and esm_adapter.skipped["unknown_character"] == 1
+    finally:
+        esm_adapter.on_unknown = "error"
+
+
+def test_fair_esm_local_file_without_regression_weights(tmp_path):
+    path = _tiny_fair_esm(tmp_path, regression=False)
+    adapter = load_adapter({"_target_": "core.adapters.esm_fair.load_esm2_fair", "name_or_path": str(path),
+                            "device": "cpu"})
+    assert adapter.n_layers == 3 and adapter.d_model == 32 and adapter.name == "esm2_t3_tiny"
+
+
+def test_missing_protein_model_paths(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_adapter({"_target_": "core.adapters.esm_fair.load_esm2_fair", "name_or_path": str(tmp_path / "x.pt")})
+    with pytest.raises(DataError, match="does not exist"):
+        load_adapter({"_target_": "core.adapters.antiberty.load_antiberty", "path": str(tmp_path / "nothing")})

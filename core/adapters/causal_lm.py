@@ -51,6 +51,20 @@ def _child(layer: nn.Module, names: Sequence[str]) -> nn.Module:
     raise ConfigError(f"cannot find any of {list(names)} in {type(layer).__name__}")
 
 
+def decoder_hook_specs(model: nn.Module) -> dict[str, HookSpec]:
+    """Hook points of a decoder-only transformers model, five per layer, shallow to deep."""
+    specs: dict[str, HookSpec] = {}
+    for i, layer in enumerate(_decoder_layers(model)):
+        attn = _child(layer, ("self_attn", "attn", "attention", "self_attention"))
+        mlp = _child(layer, ("mlp", "feed_forward", "ffn"))
+        specs[f"blocks.{i}.hook_resid_pre"] = HookSpec(layer, "input")
+        specs[f"blocks.{i}.hook_attn_out"] = HookSpec(attn, "output")
+        specs[f"blocks.{i}.hook_mlp_in"] = HookSpec(mlp, "input")
+        specs[f"blocks.{i}.hook_mlp_out"] = HookSpec(mlp, "output")
+        specs[f"blocks.{i}.hook_resid_post"] = HookSpec(layer, "output")
+    return specs
+
+
 class CausalLMAdapter(TorchHookAdapter):
     """A transformers causal LM with hook points per decoder layer."""
 
@@ -88,16 +102,7 @@ class CausalLMAdapter(TorchHookAdapter):
         return cls(model, tok, name=name or str(name_or_path).rstrip("/").split("/")[-1], device=device, **kwargs)
 
     def _build_hook_specs(self) -> dict[str, HookSpec]:
-        specs: dict[str, HookSpec] = {}
-        for i, layer in enumerate(_decoder_layers(self.model)):
-            attn = _child(layer, ("self_attn", "attn", "attention", "self_attention"))
-            mlp = _child(layer, ("mlp", "feed_forward", "ffn"))
-            specs[f"blocks.{i}.hook_resid_pre"] = HookSpec(layer, "input")
-            specs[f"blocks.{i}.hook_attn_out"] = HookSpec(attn, "output")
-            specs[f"blocks.{i}.hook_mlp_in"] = HookSpec(mlp, "input")
-            specs[f"blocks.{i}.hook_mlp_out"] = HookSpec(mlp, "output")
-            specs[f"blocks.{i}.hook_resid_post"] = HookSpec(layer, "output")
-        return specs
+        return decoder_hook_specs(self.model)
 
     # --- tokenisation -------------------------------------------------------------------------
 

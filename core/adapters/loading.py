@@ -73,7 +73,7 @@ def package_dir(module: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def load_or_offline(name: str, load: Callable[[], T], *, config_key: str = "model.name_or_path") -> T:
+def load_or_offline(name: str, load: Callable[[], T], *, fix: str | None = None) -> T:
     """Run ``load``; a download failure becomes one OfflineError that says what to do."""
     if looks_like_path(name):
         require_path(name, "model folder or file")
@@ -84,8 +84,8 @@ def load_or_offline(name: str, load: Callable[[], T], *, config_key: str = "mode
         raise OfflineError(
             f"model {name!r} could not be downloaded (no network or not on the hub) and is not in "
             f"the local cache ({type(err).__name__}: {str(err).splitlines()[0][:160]})",
-            fix=f"download it on a machine with network access and set {config_key}=/path/to/local/folder "
-                "(or a .pt file for fair-esm) in the model config") from None
+            fix=fix or "download it on a machine with network access (e.g. `huggingface-cli download "
+                f"{name} --local-dir DIR`) and set model.name_or_path=DIR in the model config") from None
 
 
 class quiet_transformers:
