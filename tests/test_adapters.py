@@ -371,3 +371,86 @@ def test_missing_protein_model_paths(tmp_path):
         load_adapter({"_target_": "core.adapters.esm_fair.load_esm2_fair", "name_or_path": str(tmp_path / "x.pt")})
     with pytest.raises(DataError, match="does not exist"):
         load_adapter({"_target_": "core.adapters.antiberty.load_antiberty", "path": str(tmp_path / "nothing")})
+
+
+# --- harvest --------------------------------------------------------------------------------
+
+def test_harvest_matches_capture_and_metadata(esm_adapter, tmp_path):
+    from core.harvest import harvest
+    from core.store import read_samples_tsv
+
+    samples = SEQS * 3
+    hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_mlp_out"]
+    stores = harvest(esm_adapter, samples, hooks, tmp_path, batch_tokens=64, shard_tokens=40, progress=False)
+    n_res = sum(len(s.text) for s in samples)
+    for h in hooks:
+        data = stores[h].load(columns=("acts", "sample", "position", "token"))
+        assert stores[h].n_tokens == n_res and stores[h].n_samples == len(samples)
+        got = {(int(s), int(p)): a for s, p, a in zip(data["sample"], data["position"], data["acts"], strict=True)}
+        assert len(got) == n_res  # each residue once
+        ref = esm_adapter.capture(esm_adapter.tokenize(samples), [h])[h]
+        batch = esm_adapter.tokenize(samples)
+        for r in range(len(samples)):
+            for t in range(batch.input_ids.shape[1]):
+                p = int(batch.positions[r, t])
+                if p >= 0:
+                    torch.testing.assert_close(got[(r, p)], ref[r, t], rtol=1e-4, atol=1e-5)
+        tok = dict(zip(zip(data["sample"].tolist(), data["position"].tolist(), strict=True), data["token"].tolist(),
+                       strict=True))
+        assert tok[(1, 0)] == int(batch.input_ids[1, 1])
+        table = read_samples_tsv(stores[h].root / "samples.tsv")
+        assert list(table["id"][:3]) == ["p1", "p2", "p3"] and table["text"].iloc[1] == "GSHMLE"
+
+
+def test_harvest_resumes_after_interruption(esm_adapter, tmp_path):
+    from core.harvest import harvest
+
+    samples = [Sample(f"s{i}", "ACDEFGHIKLMNPQRSTVWY"[: 5 + i]) for i in range(12)]
+    hook = "blocks.1.hook_resid_post"
+    full = harvest(esm_adapter, samples, [hook], tmp_path / "full", batch_tokens=40, shard_tokens=30,
+                   progress=False)[hook].load(columns=("acts", "sample", "position"))
+
+    calls = {"n": 0}
+    real_capture = esm_adapter.capture
+
+    def dying_capture(batch, hooks, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_capture(batch, hooks, **kw)
+
+    esm_adapter.capture = dying_capture
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            harvest(esm_adapter, samples, [hook], tmp_path / "resumed", batch_tokens=40, shard_tokens=30,
+                    progress=False)
+    finally:
+        del esm_adapter.capture
+    from core.store import read_manifest
+
+    partial = read_manifest(tmp_path / "resumed" / hook)
+    assert not partial["complete"] and 0 < partial["n_samples"] < len(samples)
+    resumed = harvest(esm_adapter, samples, [hook], tmp_path / "resumed", batch_tokens=40, shard_tokens=30,
+                      progress=False)[hook].load(columns=("acts", "sample", "position"))
+    key = lambda d: sorted(zip(d["sample"].tolist(), d["position"].tolist(), strict=True))  # noqa: E731
+    assert key(resumed) == key(full)
+    order_f = torch.argsort(full["sample"] * 1000 + full["position"])
+    order_r = torch.argsort(resumed["sample"] * 1000 + resumed["position"])
+    torch.testing.assert_close(resumed["acts"][order_r], full["acts"][order_f], rtol=1e-4, atol=1e-5)
+
+
+def test_harvest_last_position_and_special_tokens(causal, tmp_path):
+    from core.harvest import harvest
+
+    samples = [Sample(f"q{i}", t) for i, t in enumerate(PROMPTS)]
+    hook = "blocks.1.hook_resid_post"
+    last = harvest(causal, samples, [hook], tmp_path / "last", positions="last", progress=False)[hook]
+    data = last.load(columns=("acts", "sample", "position"))
+    assert last.n_tokens == 3
+    for s, p, a in zip(data["sample"].tolist(), data["position"].tolist(), data["acts"], strict=True):
+        alone = causal.tokenize([samples[s]])
+        assert p == alone.input_ids.shape[1] - 1
+        torch.testing.assert_close(a, causal.capture(alone, [hook])[hook][0, -1], rtol=1e-4, atol=1e-5)
+    every = harvest(causal, samples, [hook], tmp_path / "all", drop_special=False, progress=False)[hook]
+    dropped = harvest(causal, samples, [hook], tmp_path / "nobos", drop_special=True, progress=False)[hook]
+    assert every.n_tokens == dropped.n_tokens + 3  # one BOS per prompt
