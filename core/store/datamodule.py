@@ -120,7 +120,7 @@ class StoreStream(IterableDataset):
                 raise DataError("stacked stores hold different tokens in this shard",
                                 path=str(store.shard_paths[index]),
                                 fix="harvest all hooks of a crosscoder or transcoder in one harvest run")
-            acts.append(shard["acts"][keep])
+            acts.append(shard["acts"] if bool(keep.all()) else shard["acts"][keep])
         x = acts[0] if len(acts) == 1 else torch.stack(acts, dim=1)
         return x, first, keep
 

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from core.errors import ConfigError, DataError, ShapeError
 from core.io import atomic_path, sha256_file, write_json
 from core.store.manifest import DTYPES, FORMAT_VERSION, MANIFEST, read_manifest, shard_name
+from core.store.reader import all_finite
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class ShardWriter:
                 raise ShapeError(f"column {name} has {col.shape[0]} rows, activations have {n}",
                                  path=str(self.root), fix="pass one sample/position/token per row")
         acts = acts.to("cpu", self.torch_dtype).contiguous()
-        if n and not torch.isfinite(acts).all():
+        if n and not all_finite(acts):
             bad = int(cols[0][~torch.isfinite(acts).all(dim=1)][0])
             raise DataError(f"activations contain NaN or inf (first in sample {bad}, stored as "
                             f"{self.dtype})", path=str(self.root), record=f"sample {bad}",
