@@ -33,10 +33,15 @@ def perplexities(scorer: Any, prompts: Sequence[str], generations: Sequence[str]
     ps = [prompts[i] for i in keep]
     gs = [generations[i] for i in keep]
     with torch.no_grad():
-        lp = torch.as_tensor(scorer.sequence_logprobs(ps, gs), dtype=torch.float64).reshape(-1)
-    counts = token_counts(scorer.tokenizer, gs)
+        try:
+            mean_lp = torch.as_tensor(scorer.sequence_logprobs(ps, gs, reduction="mean"),
+                                      dtype=torch.float64).reshape(-1).tolist()
+        except TypeError:  # a scorer that only returns summed log-probabilities
+            lp = torch.as_tensor(scorer.sequence_logprobs(ps, gs), dtype=torch.float64).reshape(-1)
+            counts = token_counts(scorer.tokenizer, gs)
+            mean_lp = [float(lp[j]) / max(counts[j], 1) for j in range(len(gs))]
     for j, i in enumerate(keep):
-        out[i] = math.exp(-float(lp[j]) / max(counts[j], 1))
+        out[i] = math.exp(-mean_lp[j])
     return out
 
 
