@@ -325,3 +325,21 @@ def test_targets_give_aligned_x_y_tuples(tmp_path):
     assert torch.allclose(y, -3 * x)
     assert torch.allclose(dm.take_target(10), -3 * dm.take(10))
     assert dm.memory_bound_bytes == 24 * 2 * D * 4
+
+
+def test_ddp_ranks_get_equal_full_batches_and_disjoint_tokens(tmp_path, monkeypatch):
+    import core.store.datamodule as dmod
+
+    samples = fake_samples(300, seed=6)
+    write_store(tmp_path, samples, shard_tokens=40)
+    dm = ActivationDataModule(tmp_path, batch_size=16, buffer_tokens=64, holdout_fraction=0.1)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(dmod, "_distributed_slot", lambda r=rank: (r, 2))
+        stream = dm._stream("train", shuffle=True)
+        seen.append(list(stream))
+    assert len(seen[0]) == len(seen[1]) > 0
+    assert all(b.shape == (16, D) for batches in seen for b in batches)
+    keys = [[(int(a), int(b)) for a, b in torch.cat(batches)[:, :2].tolist()] for batches in seen]
+    assert set(keys[0]).isdisjoint(keys[1])
+    assert len(keys[0]) + len(keys[1]) > 0.8 * dm.n_train_tokens

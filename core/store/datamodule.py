@@ -80,7 +80,9 @@ class StoreStream(IterableDataset):
     """Batches of one split of one or several aligned stores; yields ready-made batches.
 
     Shards are divided between DataLoader workers and distributed ranks, so each token is
-    seen by one of them per epoch.
+    seen by at most one of them per epoch. In one process every token is seen exactly
+    once; under DDP each rank stops after the same number of full batches (see
+    ``equal_batches_cap``), which drops the ranks' surplus tokens of that epoch.
     """
 
     def __init__(self, stores: Sequence[ActivationStore], *, split: str, batch_size: int,
@@ -100,6 +102,7 @@ class StoreStream(IterableDataset):
         self.shuffle = shuffle
         self.epoch = 0
         self.buffer: ShuffleBuffer | None = None
+        self._rows_per_shard: list[int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -144,14 +147,37 @@ class StoreStream(IterableDataset):
             y = y.reshape(rows.shape[0], len(self.target_stores), -1)
         return x, y
 
-    def my_units(self, generator: torch.Generator) -> list[int]:
-        n = len(self.stores[0].shard_paths)
-        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+    def _slots(self) -> tuple[int, int, int, int]:
+        """(rank, world size, worker id, workers per rank)."""
         rank, world = _distributed_slot()
         info = get_worker_info()
         wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot, slots = rank * nworkers + wid, world * nworkers
-        return order[slot::slots]
+        return rank, world, wid, nworkers
+
+    def split_rows_per_shard(self) -> list[int]:
+        """Rows of this split in each shard (reads only the sample column; cached)."""
+        if self._rows_per_shard is None:
+            counts = []
+            for shard in self.stores[0].iter_shards(("sample",)):
+                held = int(holdout_mask(shard["sample"], self.holdout_fraction, self.split_seed).sum())
+                counts.append(held if self.split == "val" else shard["sample"].shape[0] - held)
+            self._rows_per_shard = counts
+        return self._rows_per_shard
+
+    def equal_batches_cap(self, order: list[int]) -> int:
+        """Under DDP every rank must take the same number of steps or the collectives hang:
+        each worker stops after the fewest full batches any rank's matching worker can make."""
+        rank, world, wid, nworkers = self._slots()
+        counts = self.split_rows_per_shard()
+        slots = world * nworkers
+        per_rank = [sum(counts[i] for i in order[r * nworkers + wid::slots]) // self.batch_size
+                    for r in range(world)]
+        if min(per_rank) == 0 and sum(counts):
+            raise ConfigError(f"too few shards ({len(counts)}) or tokens for {world} ranks x "
+                              f"{nworkers} workers at batch size {self.batch_size}",
+                              path=str(self.stores[0].root),
+                              fix="harvest with a smaller shard_tokens, or use fewer workers/devices")
+        return min(per_rank)
 
     def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
         for rows in self._rows():
@@ -159,14 +185,28 @@ class StoreStream(IterableDataset):
 
     def _rows(self) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        units = self.my_units(generator)
+        n = len(self.stores[0].shard_paths)
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else list(range(n))
+        rank, world, wid, nworkers = self._slots()
+        units = order[rank * nworkers + wid::world * nworkers]
         self.epoch += 1
-        if self.shuffle:
-            self.buffer = ShuffleBuffer(self.buffer_tokens, generator)
-            for i in units:
-                yield from self.buffer.push(self.read_unit(i), self.batch_size)
-            yield from self.buffer.drain(self.batch_size)
+        batches = self._shuffled(units, generator) if self.shuffle else self._sequential(units)
+        if world == 1:
+            yield from batches
             return
+        cap = self.equal_batches_cap(order)
+        for i, batch in enumerate(batches):
+            if i >= cap:
+                break
+            yield batch
+
+    def _shuffled(self, units: list[int], generator: torch.Generator) -> Iterator[torch.Tensor]:
+        self.buffer = ShuffleBuffer(self.buffer_tokens, generator)
+        for i in units:
+            yield from self.buffer.push(self.read_unit(i), self.batch_size)
+        yield from self.buffer.drain(self.batch_size)
+
+    def _sequential(self, units: list[int]) -> Iterator[torch.Tensor]:
         carry: torch.Tensor | None = None
         for i in units:
             x = self.read_unit(i)
@@ -229,7 +269,6 @@ class ActivationDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.split_seed = int(split_seed)
         self.num_workers = int(num_workers)
-        self._counts: dict[str, int] | None = None
         self._taken: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.train_stream = self._stream("train", shuffle=True)
         self.val_stream = self._stream("val", shuffle=False)
@@ -260,12 +299,8 @@ class ActivationDataModule(L.LightningDataModule):
 
     def split_counts(self) -> dict[str, int]:
         """Tokens in each split (reads only the sample column of each shard)."""
-        if self._counts is None:
-            held = 0
-            for shard in self.store.iter_shards(("sample",)):
-                held += int(holdout_mask(shard["sample"], self.holdout_fraction, self.split_seed).sum())
-            self._counts = {"train": self.store.n_tokens - held, "val": held}
-        return self._counts
+        return {"train": sum(self.train_stream.split_rows_per_shard()),
+                "val": sum(self.val_stream.split_rows_per_shard())}
 
     @property
     def n_train_tokens(self) -> int:
