@@ -1,0 +1,124 @@
+"""One LightningModule for every dictionary architecture.
+
+The architecture owns its loss (``Dictionary.loss``); this module owns what is common:
+input scaling, the learning-rate schedule, dead-latent counting (tokens since each latent
+last fired, fed back to the loss as ``dead_mask`` for AuxK), the decoder-gradient projection
+before each step and the architecture's constraints (``post_step``) after it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from core.dictionaries.base import Dictionary
+
+
+def lr_lambda(step: int, *, total_steps: int, warmup_steps: int, decay_fraction: float) -> float:
+    """Linear warm-up, constant, then linear decay to zero over the last ``decay_fraction``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = int(total_steps * decay_fraction)
+    if decay_steps <= 0:
+        return 1.0
+    start = total_steps - decay_steps
+    if step < start:
+        return 1.0
+    return max(0.0, (total_steps - step) / decay_steps)
+
+
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch is ``x`` (SAE, crosscoder) or ``(x, target)`` (transcoder)."""
+    if isinstance(batch, (tuple, list)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    if isinstance(batch, dict):
+        return batch["acts"], batch.get("target")
+    return batch, None
+
+
+class DictionaryModule(L.LightningModule):
+    def __init__(self, sae: Dictionary, *, lr: float, total_steps: int, scale: float = 1.0,
+                 target_scale: float | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
+                 betas: tuple[float, float] = (0.9, 0.999), dead_after_tokens: int | None = None) -> None:
+        super().__init__()
+        self.sae = sae
+        self.lr = float(lr)
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = int(warmup_steps)
+        self.decay_fraction = float(decay_fraction)
+        self.betas = tuple(betas)
+        self.dead_after_tokens = int(dead_after_tokens or sae.cfg.dead_after_tokens)
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+        self.register_buffer("target_scale", torch.tensor(float(target_scale or scale), dtype=torch.float64))
+        self.register_buffer("tokens_since_fired", torch.zeros(sae.cfg.d_sae, dtype=torch.long))
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
+
+    def dead_mask(self) -> torch.Tensor:
+        return self.tokens_since_fired >= self.dead_after_tokens
+
+    def progress(self) -> float:
+        return min(1.0, self.global_step / self.total_steps)
+
+    def scaled(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, y = split_batch(batch)
+        x = x.float() * float(self.scale)
+        if y is not None:
+            y = y.float() * float(self.target_scale)
+        return x, y
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = self.scaled(batch)
+        out = self.sae.loss(x, y, dead_mask=self.dead_mask(), progress=self.progress())
+        self._count_fires(out.fired, x.shape[0])
+        n = x.shape[0]
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=n)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value.float(), prog_bar=name in ("mse", "l0"), batch_size=n)
+        self.log("train/dead_frac", self.dead_mask().float().mean(), batch_size=n)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=n)
+        return out.loss
+
+    @torch.no_grad()
+    def _count_fires(self, fired: torch.Tensor, n_tokens: int) -> None:
+        fired = fired.to(self.tokens_since_fired.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            fired = fired.clone()
+            torch.distributed.all_reduce(fired)
+            n_tokens *= torch.distributed.get_world_size()
+        self.tokens_since_fired += n_tokens
+        self.tokens_since_fired[fired > 0] = 0
+        self.tokens_seen += n_tokens
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = self.scaled(batch)
+        out = self.sae.loss(x, y, progress=1.0)
+        target = self.sae.flatten_target(x, y)
+        var = (target - target.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        n = x.shape[0]
+        self.log("val/mse", out.terms["mse"].float(), batch_size=n, sync_dist=True)
+        self.log("val/fvu", out.terms["mse"].float() / var, batch_size=n, prog_bar=True, sync_dist=True)
+        self.log("val/l0", out.terms["l0"].float(), batch_size=n, sync_dist=True)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.sae.unit_norm_decoder:
+            self.sae.project_decoder_grad()
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.sae.post_step()
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=self.betas)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_lambda(step, total_steps=self.total_steps,
+                                        warmup_steps=self.warmup_steps,
+                                        decay_fraction=self.decay_fraction))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def default_lr(d_sae: int) -> float:
+    """Gao et al.'s scaling of the Adam learning rate with dictionary size: 2e-4 / sqrt(d_sae / 16384)."""
+    return 2e-4 / math.sqrt(d_sae / 2**14)

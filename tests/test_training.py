@@ -1,0 +1,130 @@
+"""Training: initialisation, schedules, dead-latent counting, the saved folder, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from core.checkpoint import load_sae
+from core.dictionaries import build_dictionary
+from core.errors import ConfigError
+from core.training import DictionaryModule, TensorDataModule, activation_scale, geometric_median, train_sae
+from core.training.module import lr_lambda
+
+QUIET = dict(enable_progress_bar=False, logger="csv", accelerator="cpu", devices=1)
+
+
+def planted(n=2048, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(32, d, generator=g)
+    coeff = (torch.rand(n, 32, generator=g) < 0.1) * torch.rand(n, 32, generator=g)
+    return coeff @ dirs + 3.0
+
+
+def test_geometric_median_ignores_outliers():
+    g = torch.Generator().manual_seed(0)
+    center = torch.tensor([1.0, -2.0, 0.5])
+    inliers = center + 0.01 * torch.randn(200, 3, generator=g)
+    outliers = torch.full((60, 3), 100.0)
+    pts = torch.cat([inliers, outliers])
+    med = geometric_median(pts)
+    assert (med - center).norm() < 0.05
+    assert (pts.mean(0) - center).norm() > 10
+
+
+def test_geometric_median_of_symmetric_points_is_their_center():
+    pts = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+    assert torch.allclose(geometric_median(pts), torch.tensor([1.0, 1.0]), atol=1e-5)
+
+
+def test_activation_scale_gives_unit_mean_squared_norm():
+    x = 5.0 * torch.randn(1000, 16)
+    s = activation_scale(x)
+    assert (x * s).pow(2).sum(-1).mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_lr_schedule_warms_up_and_decays():
+    f = lambda s: lr_lambda(s, total_steps=100, warmup_steps=10, decay_fraction=0.2)  # noqa: E731
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(50) == 1.0 and f(79) == 1.0
+    assert f(90) == pytest.approx(0.5) and f(100) == 0.0
+
+
+def test_dead_latents_counted_in_tokens_since_last_fire():
+    sae = build_dictionary(dict(architecture="topk", d_in=4, d_sae=6, k=1))
+    module = DictionaryModule(sae, lr=1e-3, total_steps=10, dead_after_tokens=100)
+    fired = torch.tensor([3, 0, 0, 1, 0, 0])
+    module._count_fires(fired, 60)
+    module._count_fires(torch.tensor([0, 2, 0, 0, 0, 0]), 60)
+    assert module.tokens_since_fired.tolist() == [60, 0, 120, 60, 120, 120]
+    assert module.dead_mask().tolist() == [False, False, True, False, True, True]
+
+
+def test_sparsity_and_k_warmups():
+    relu = build_dictionary(dict(architecture="relu", d_in=4, d_sae=8, sparsity_warmup=0.1))
+    assert relu.sparsity_scale(0.05) == pytest.approx(0.5) and relu.sparsity_scale(0.5) == 1.0
+    topk = build_dictionary(dict(architecture="topk", d_in=4, d_sae=64, k=4, k_anneal_from=32,
+                                 k_anneal_fraction=0.5))
+    assert topk.current_k(0.0) == 32 and topk.current_k(0.25) == 18 and topk.current_k(0.9) == 4
+
+
+def test_unknown_trainer_key_is_config_error(tmp_path):
+    dm = TensorDataModule(planted(), batch_size=256)
+    with pytest.raises(ConfigError, match="unknown trainer keys"):
+        train_sae(dict(architecture="topk", d_in=8, d_sae=32, k=2), dm, tmp_path, total_tokens=512,
+                  trainer_cfg={"gpus": 2})
+
+
+def test_train_sae_writes_a_loadable_folder_in_model_units(tmp_path):
+    x = planted()
+    dm = TensorDataModule(x, batch_size=256)
+    sae, summary = train_sae(dict(architecture="topk", d_in=8, d_sae=32, k=3), dm, tmp_path,
+                             total_tokens=256 * 12, lr=5e-3, trainer_cfg=QUIET)
+    assert summary["steps"] == 12 and summary["tokens"] == 256 * 12
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "logs" / "metrics.csv").exists()
+    # decoder rows were unit norm in scaled units, so after the fold they are all 1/scale
+    norms = sae.W_dec.norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 1.0 / summary["scale"]), rtol=1e-4)
+    loaded = load_sae(tmp_path / "sae")
+    loaded.eval()
+    assert torch.allclose(loaded(x[:50]), sae(x[:50]), atol=1e-5)
+    fvu = (sae(x) - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert fvu < 0.9
+
+
+class _StopAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_resume_from_lightning_checkpoint_matches_uninterrupted_run(tmp_path):
+    x = planted(n=256 * 4)
+    cfg = dict(architecture="batchtopk", d_in=8, d_sae=32, k=3)
+    kw = dict(total_tokens=256 * 8, lr=5e-3, save=False,
+              trainer_cfg=dict(QUIET, checkpoint_every_n_steps=4, val_check_interval=100, logger="none"))
+    full, s_full = train_sae(cfg, TensorDataModule(x, batch_size=256, shuffle=False), tmp_path / "a", **kw)
+    _, s_half = train_sae(cfg, TensorDataModule(x, batch_size=256, shuffle=False), tmp_path / "b",
+                          callbacks=[_StopAt(4)], **kw)
+    assert s_half["steps"] == 4
+    resumed, s_res = train_sae(cfg, TensorDataModule(x, batch_size=256, shuffle=False), tmp_path / "b", **kw)
+    assert s_res["resumed_from"].endswith("last.ckpt")
+    assert s_res["steps"] == 8 and s_res["tokens"] == 256 * 8
+    for name, p in full.state_dict().items():
+        assert torch.allclose(p, resumed.state_dict()[name], atol=1e-5), name
+
+
+def test_bf16_mixed_keeps_threshold_fp32_and_trains(tmp_path):
+    dm = TensorDataModule(planted(), batch_size=256)
+    sae, summary = train_sae(dict(architecture="jumprelu", d_in=8, d_sae=32, l0_coefficient=1e-3,
+                                  jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.05),
+                             dm, tmp_path, total_tokens=256 * 4, lr=1e-2, save=False,
+                             trainer_cfg=dict(QUIET, precision="bf16-mixed", logger="none"))
+    assert sae.threshold.dtype == torch.float32
+    assert not torch.allclose(sae.threshold, torch.full_like(sae.threshold, 0.05))
+    assert summary["steps"] == 4
