@@ -454,3 +454,28 @@ def test_harvest_last_position_and_special_tokens(causal, tmp_path):
     every = harvest(causal, samples, [hook], tmp_path / "all", drop_special=False, progress=False)[hook]
     dropped = harvest(causal, samples, [hook], tmp_path / "nobos", drop_special=True, progress=False)[hook]
     assert every.n_tokens == dropped.n_tokens + 3  # one BOS per prompt
+
+
+# --- spliced evaluation ---------------------------------------------------------------------
+
+def _check_spliced(adapter, samples, objective):
+    from core.eval.spliced import spliced_metrics
+
+    hook = "blocks.1.hook_resid_post"
+    ident = spliced_metrics(adapter, _IdentitySAE(adapter.d_model, adapter.d_model), hook, samples, mask_fraction=0.3)
+    assert ident["objective"] == objective
+    assert ident["ce_spliced"] == pytest.approx(ident["ce_clean"], abs=1e-6)
+    assert ident["kl_spliced"] == pytest.approx(0.0, abs=1e-6)
+    assert ident["loss_recovered_zero"] == pytest.approx(1.0, abs=1e-5)
+    rand = spliced_metrics(adapter, _RandomSAE(adapter.d_model, 64), hook, samples, mask_fraction=0.3)
+    assert rand["ce_spliced_with_error"] == pytest.approx(rand["ce_clean"], abs=1e-4)
+    assert rand["kl_spliced"] > 0 and rand["kl_zero_ablation"] > 0
+    assert rand["n_scored_tokens"] == ident["n_scored_tokens"]  # same positions for every condition
+
+
+def test_spliced_metrics_causal(causal):
+    _check_spliced(causal, [Sample(f"s{i}", t) for i, t in enumerate(PROMPTS)], "clm")
+
+
+def test_spliced_metrics_masked(esm_adapter):
+    _check_spliced(esm_adapter, SEQS, "mlm")
