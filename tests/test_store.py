@@ -343,3 +343,21 @@ def test_ddp_ranks_get_equal_full_batches_and_disjoint_tokens(tmp_path, monkeypa
     keys = [[(int(a), int(b)) for a, b in torch.cat(batches)[:, :2].tolist()] for batches in seen]
     assert set(keys[0]).isdisjoint(keys[1])
     assert len(keys[0]) + len(keys[1]) > 0.8 * dm.n_train_tokens
+
+
+def test_stacking_stores_sharded_differently(tmp_path):
+    samples = fake_samples(60, seed=7)
+    write_store(tmp_path / "a", samples, shard_tokens=16)
+    write_store(tmp_path / "b", [dict(s, acts=s["acts"] + 1) for s in samples], shard_tokens=40, per_add=2)
+    dm = ActivationDataModule([tmp_path / "a", tmp_path / "b"], batch_size=8, holdout_fraction=0.2)
+    assert dm.stores[0].shard_sizes != dm.stores[1].shard_sizes
+    batches = list(dm.train_dataloader())
+    x = torch.cat(batches)
+    assert x.shape == (dm.n_train_tokens, 2, D)
+    assert torch.allclose(x[:, 1], x[:, 0] + 1)
+    store = dm.stores[1]
+    rows = store.read_rows(5, 50, ("acts",))["acts"]
+    assert torch.equal(rows, store.load()["acts"][5:50])
+    write_store(tmp_path / "c", samples[:50])
+    with pytest.raises(ShapeError, match="different numbers of tokens"):
+        ActivationDataModule([tmp_path / "a", tmp_path / "c"])

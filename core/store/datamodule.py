@@ -111,8 +111,13 @@ class StoreStream(IterableDataset):
                     keep: torch.Tensor | None) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """This split's rows of shard ``index`` of ``stores``, stacked on dim 1 when several."""
         acts = []
+        primary = self.stores[0]
         for store in stores:
-            shard = store.read_shard(index, ("acts", "sample", "position"))
+            if store is primary or store.shard_sizes == primary.shard_sizes:
+                shard = store.read_shard(index, ("acts", "sample", "position"))
+            else:  # sharded differently (e.g. after a resumed harvest): read the same token rows
+                offsets = primary.shard_offsets()
+                shard = store.read_rows(offsets[index], offsets[index + 1], ("acts", "sample", "position"))
             if first is None:
                 first = shard
                 keep = holdout_mask(shard["sample"], self.holdout_fraction, self.split_seed)
@@ -221,7 +226,8 @@ class StoreStream(IterableDataset):
 
 def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True, *,
                 same_width: bool = True) -> list[ActivationStore]:
-    """Open one or several stores and check that they can be stacked token by token."""
+    """Open one or several stores and check that they can be stacked token by token
+    (same token count; the tokens themselves are compared shard by shard while streaming)."""
     items = [stores] if isinstance(stores, (str, Path, ActivationStore)) else list(stores)
     if not items:
         raise ConfigError("no activation store given", fix="pass a store directory")
@@ -231,10 +237,10 @@ def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True, *,
         if same_width and other.d != base.d:
             raise ShapeError(f"stores have different widths (d={base.d} at {base.root}, d={other.d})",
                              path=str(other.root), fix="stack only stores of the same width")
-        if other.shard_sizes != base.shard_sizes:
-            raise ShapeError("stores are sharded differently, so their tokens cannot be stacked",
-                             path=str(other.root),
-                             fix="harvest all hooks of a crosscoder in one harvest run")
+        if other.n_tokens != base.n_tokens:
+            raise ShapeError(f"stores hold different numbers of tokens ({base.n_tokens} at {base.root}, "
+                             f"{other.n_tokens} here), so they cannot be stacked", path=str(other.root),
+                             fix="harvest all hooks of a crosscoder or transcoder in one harvest run")
     return opened
 
 

@@ -128,6 +128,30 @@ class ActivationStore:
             out["acts"] = acts
         return out
 
+    def shard_offsets(self) -> list[int]:
+        """Global index of each shard's first token, plus the total at the end."""
+        offsets = [0]
+        for n in self.shard_sizes:
+            offsets.append(offsets[-1] + n)
+        return offsets
+
+    def read_rows(self, start: int, stop: int, columns: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Rows ``start:stop`` of the whole store, read from the shards that hold them."""
+        offsets = self.shard_offsets()
+        if not 0 <= start <= stop <= offsets[-1]:
+            raise DataError(f"rows {start}:{stop} are outside the store's {offsets[-1]} tokens",
+                            path=str(self.root), fix="check that stacked stores hold the same tokens")
+        parts: list[dict[str, torch.Tensor]] = []
+        for i in range(len(self.shard_paths)):
+            lo, hi = offsets[i], offsets[i + 1]
+            if hi <= start or lo >= stop:
+                continue
+            shard = self.read_shard(i, columns)
+            parts.append({c: t[max(start, lo) - lo: min(stop, hi) - lo] for c, t in shard.items()})
+        if not parts:
+            return {c: t[:0] for c, t in self.read_shard(0, columns).items()} if self.shard_paths else {}
+        return {c: torch.cat([p[c] for p in parts]) for c in parts[0]}
+
     def iter_shards(self, columns: Sequence[str] | None = None,
                     indices: Iterable[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """Shards in order (or in the order of ``indices``), one in memory at a time."""
