@@ -33,7 +33,7 @@ def test_from_spans_assigns_instance_ids_per_concept():
     assert list(dense[18 + 4:18 + 6, 0]) == [1, 1]
     assert dense[:, 0].astype(bool).sum() == 8
     assert dense[7, 1] == 1 and dense[:, 1].astype(bool).sum() == 1
-    assert list(cm.n_instances()) == [2, 1]
+    assert list(cm.n_instances()) == [3, 1]  # an instance is counted per sample
     assert list(cm.n_positive_tokens()) == [8, 1]
     assert cm.notes["positions_without_token"] == 0
 

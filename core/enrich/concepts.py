@@ -102,12 +102,17 @@ class ConceptMatrix:
         return np.diff(self.values.tocsc().indptr)
 
     def n_instances(self) -> np.ndarray:
-        """Distinct instance ids per concept."""
-        csc = self.values.tocsc()
-        out = np.zeros(self.n_concepts, dtype=np.int64)
-        for j in range(self.n_concepts):
-            out[j] = len(np.unique(csc.data[csc.indptr[j]:csc.indptr[j + 1]]))
-        return out
+        """Instances per concept: distinct (sample, instance id) pairs.
+
+        An instance lives inside one sample: the same id in two samples is two instances
+        (a domain in protein 7 and the same domain in protein 9), as in InterPLM's recall.
+        """
+        coo = self.values.tocoo()
+        if coo.nnz == 0:
+            return np.zeros(self.n_concepts, dtype=np.int64)
+        smp = self.tokens["sample"].to_numpy(np.int64)[coo.row]
+        key = np.unique(np.stack([coo.col.astype(np.int64), smp, coo.data.astype(np.int64)], axis=1), axis=0)
+        return np.bincount(key[:, 0], minlength=self.n_concepts).astype(np.int64)
 
     def support(self) -> pd.DataFrame:
         """Per concept: positive tokens and instances (what ``min_positives`` is checked on)."""
@@ -193,8 +198,9 @@ class ConceptMatrix:
         """Build from annotation spans ``(sample, start, end_exclusive, concept, instance_key)``.
 
         Positions are the store's token positions. Each distinct ``(concept, instance_key)``
-        becomes one instance id (1, 2, ... per concept, in order of first appearance); for
-        per-token concepts pass any key (e.g. the sample). Where two instances of the same
+        becomes one instance id (1, 2, ... per concept, in order of first appearance); an
+        instance is counted once per sample it appears in. For per-token concepts pass any
+        key (e.g. 0). Where two instances of the same
         concept overlap on a token the earlier one keeps it, and the count of such tokens is
         kept in ``notes["overlapping_tokens"]``; span positions with no token row (past the
         end of a sequence, or dropped special tokens) are counted in
@@ -254,9 +260,10 @@ class ConceptMatrix:
         first[1:] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
         notes["overlapping_tokens"] = int((~first).sum())
         row, col, inst = row[first], col[first], inst[first]
-        n_declared = sum(len(d) for d in inst_ids)
-        n_kept = len(np.unique(col * (inst.max(initial=0) + 1) + inst)) if len(inst) else 0
-        notes["instances_without_token"] = int(n_declared - n_kept)
+        declared = {(c, int(s), i) for s, c, i in zip(s_list, c_list, inst_list, strict=True)}
+        smp_kept = tokens["sample"].to_numpy(np.int64)[row]
+        kept = set(zip(col.tolist(), smp_kept.tolist(), inst.tolist(), strict=True))
+        notes["instances_without_token"] = len(declared - kept)
         values = sp.csr_matrix((inst.astype(np.int32), (row, col)), shape=(n_tok, n_con))
         return cls(values, concepts, tokens, notes)
 

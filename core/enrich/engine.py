@@ -154,6 +154,14 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
     if sample_labels is not None:
         sample_table = _sample_level(bases, sample_labels, eval_splits, top_k)
     summary = _summary(best, skipped, bases, concepts, eval_splits, thresholds, min_positives)
+    if sample_table is not None and len(sample_table):
+        top = sample_table[(sample_table["rank"] == 1) & (sample_table["split"] == test)]
+        summary["sample_level"] = {
+            bname: {lab: {str(r.value): {"feature": int(r.feature), "auroc": float(r.auroc),
+                                         "mi_bits": float(r.mi_bits), "mean_diff": float(r.mean_diff)}
+                          for r in g.itertuples()}
+                    for lab, g in bt.groupby("label")}
+            for bname, bt in top.groupby("basis")}
     return EnrichmentResult(table=table, best=best, skipped=skipped, bases=bases, concepts=concepts,
                             thresholds=thresholds, sample_table=sample_table, summary=summary)
 
