@@ -19,6 +19,7 @@ from domains.personality.scoring import (
     OPTIONS,
     Query,
     position_bias,
+    render_query,
     render_question,
     score_inventory,
     score_queries,
@@ -285,3 +286,52 @@ def test_monitor_correlation_recovers_a_planted_linear_relation():
     assert corr["per_trait"]["E"]["pearson"] == pytest.approx(1.0)
     assert corr["per_trait"]["E"]["spearman"] == pytest.approx(1.0)
     assert math.isnan(correlate([1, 1, 1], [1, 2, 3])["pearson"])
+
+
+# ---------------------------------------------------------------- prefix cache on a tiny real model
+
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDE .,?!:;\"'()-\n"
+
+
+def _tiny_adapter(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from core.adapters.causal_lm import CausalLMAdapter
+
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
+    for c in CHARS:
+        vocab[c] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                     pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return CausalLMAdapter(LlamaForCausalLM(cfg), hf_tok, name="tiny", device="cpu", batch_size=2)
+
+
+def test_prefix_cache_matches_full_forward_with_and_without_steering(tmp_path):
+    from core.steering import AddDirection
+    from domains.personality.prefix_cache import common_prefix_length, shared_prefix_logprobs
+
+    adapter = _tiny_adapter(tmp_path)
+    items = [it for it in builtin_inventory() if it.trait == "O"][:3]
+    queries = [Query(it, "be open.", "reversed") for it in items]
+    prompts = [render_query(adapter, q) for q in queries]
+    rows = [adapter.encode(p) for p in prompts]
+    assert 0 < common_prefix_length(rows) < min(len(r) for r in rows)
+    full = adapter.next_token_logprobs(prompts)
+    cached = shared_prefix_logprobs(adapter, prompts, batch_size=2)
+    assert torch.allclose(full, cached, atol=1e-4)
+    steer = AddDirection(torch.randn(adapter.d_model), 2.0, positions="all")
+    hook = "blocks.1.hook_resid_post"
+    with adapter.intervene(hook, steer):
+        full_s = adapter.next_token_logprobs(prompts)
+    cached_s = shared_prefix_logprobs(adapter, prompts, batch_size=3, hook=hook, intervention=steer)
+    assert torch.allclose(full_s, cached_s, atol=1e-4)
+    assert not torch.allclose(full, full_s, atol=1e-3)
+    df = score_queries(adapter, queries, hook=hook, intervention=steer)
+    assert np.allclose(df[[f"p_{x}" for x in LETTERS]].sum(1), 1.0)

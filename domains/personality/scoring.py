@@ -30,10 +30,12 @@ LETTERS = ("A", "B", "C", "D", "E")
 # order[j] = index into OPTIONS of the option shown at letter j
 ORDERS: dict[str, tuple[int, ...]] = {"original": (0, 1, 2, 3, 4), "reversed": (4, 3, 2, 1, 0)}
 
-QUESTION = ('Here is a statement about you: "{statement}"\n'
-            "How accurately does this statement describe you? Choose one option.\n"
+# The statement comes last so that every item of an inventory shares the tokens before it
+# (scale, instructions, persona), which are then computed once (``prefix_cache``).
+QUESTION = ("How accurately does the statement below describe you? Choose one option.\n"
             "{options}\n"
-            "Reply with the letter of your choice.")
+            "Reply with the letter of your choice.\n"
+            'Statement: "{statement}"')
 ANSWER_PREFIX = "Answer: ("
 
 
@@ -98,18 +100,48 @@ def letter_logprobs(next_logprobs: torch.Tensor, ids: list[list[int]]) -> torch.
     return torch.stack([torch.logsumexp(next_logprobs[:, forms], dim=-1) for forms in ids], dim=-1)
 
 
-def score_queries(lm: Any, queries: Sequence[Query], *, answer_prefix: str = ANSWER_PREFIX) -> pd.DataFrame:
+def next_logprobs(lm: Any, queries: Sequence[Query], prompts: Sequence[str], *, hook: str | None = None,
+                  intervention: Any = None) -> torch.Tensor:
+    """``[B, vocab]`` next-token log-probabilities, the shared prefix of each persona and order computed once.
+
+    Causal LM adapters (``model`` and ``specs``) go through the prefix cache; anything else
+    through its own ``next_token_logprobs`` (inside ``lm.intervene`` when steering).
+    """
+    if not (hasattr(lm, "model") and hasattr(lm, "specs")):
+        if intervention is None:
+            return torch.as_tensor(lm.next_token_logprobs(list(prompts))).float()
+        with lm.intervene(hook, intervention):
+            return torch.as_tensor(lm.next_token_logprobs(list(prompts))).float()
+    from domains.personality.prefix_cache import shared_prefix_logprobs
+
+    groups: dict[tuple[Any, str], list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault((q.system, q.order), []).append(i)
+    out: torch.Tensor | None = None
+    for idx in groups.values():
+        lp = shared_prefix_logprobs(lm, [prompts[i] for i in idx], batch_size=int(getattr(lm, "batch_size", 16)),
+                                    hook=hook, intervention=intervention)
+        if out is None:
+            out = torch.empty(len(prompts), lp.shape[1])
+        out[idx] = lp
+    assert out is not None
+    return out
+
+
+def score_queries(lm: Any, queries: Sequence[Query], *, answer_prefix: str = ANSWER_PREFIX, hook: str | None = None,
+                  intervention: Any = None) -> pd.DataFrame:
     """One row per query: option probabilities (by letter), expected and argmax keyed scores.
 
-    ``lm`` needs ``render_chat``, ``tokenizer`` and ``next_token_logprobs(prompts) -> [B, vocab]``
-    (the causal LM adapter, or a toy with planted log-probabilities).
+    ``lm`` needs ``render_chat``, ``tokenizer`` and either the causal LM adapter's model
+    access or ``next_token_logprobs(prompts) -> [B, vocab]`` (a toy with planted
+    log-probabilities). ``intervention`` at ``hook`` steers the model while it answers.
     """
     if not queries:
         raise DataError("no inventory items to score", fix="give at least one item")
     ids = option_token_ids(lm.tokenizer)
     prompts = [render_query(lm, q, answer_prefix=answer_prefix) for q in queries]
     with torch.no_grad():
-        lp = letter_logprobs(torch.as_tensor(lm.next_token_logprobs(prompts)).float(), ids).double()
+        lp = letter_logprobs(next_logprobs(lm, queries, prompts, hook=hook, intervention=intervention), ids).double()
     mass = lp.exp().sum(-1).numpy()
     probs = torch.softmax(lp, dim=-1).numpy()
     rows = []

@@ -35,13 +35,13 @@ def inventory_behaviour(adapter: Any, trait: str, hook: str, *, fluency_question
     from core.steering import fluency
 
     def behaviour(intervention: Any, queries: Sequence[Query]) -> dict[str, Any]:
-        ctx = adapter.intervene(hook, intervention) if intervention is not None else nullcontext()
         prompts = []
         for q in fluency_questions:
             msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}]
             prompts.append(adapter.render_chat(msgs))
+        df = score_queries(adapter, list(queries), answer_prefix=answer_prefix, hook=hook, intervention=intervention)
+        ctx = adapter.intervene(hook, intervention) if intervention is not None else nullcontext()
         with ctx:
-            df = score_queries(adapter, list(queries), answer_prefix=answer_prefix)
             gens = adapter.generate(prompts, max_new_tokens=max_new_tokens) if prompts else []
         means = trait_means(df)
         if trait not in means:
