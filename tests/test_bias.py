@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -295,6 +296,7 @@ VOCAB = ["[PAD]", "[UNK]", "<|endoftext|>", "the", "nurse", "carpenter", "teache
          "him", "her", "his", "Mary", "John", "is", "a", "."]
 
 
+@functools.lru_cache(maxsize=2)
 def _toy_adapter(planted: float = 1.0):
     """A one-layer Llama whose layer adds nothing, so the last position's residual is its token embedding.
 
@@ -406,3 +408,24 @@ def test_stereoset_scores_run_on_toy_model():
     adapter, _ = _toy_adapter()
     res = behaviour.stereoset_scores(adapter, loaders.load_stereoset(FIX / "stereoset_dev.json"))
     assert res["n"] == 2 and 0.0 <= res["ss"] <= 100.0 and 0.0 <= res["icat"] <= 100.0
+
+
+@pytest.mark.slow
+def test_gender_bias_case_study_end_to_end(tmp_path):
+    """The whole case study on SmolLM2 (offline), shrunk: results.json keys and report."""
+    from hydra import compose, initialize_config_dir
+
+    from core.cli import CONF_DIR, execute
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "case_study=gender_bias", "threads=1", "case_study.sae.total_tokens=20000",
+            "case_study.sae.d_sae=1152", "case_study.probes.sae_bios_per_cell=6", "case_study.scr.bios_per_cell=24",
+            "case_study.steer.feature_counts=[2,10]", "case_study.steer.add_strengths=[-1.0]",
+            "case_study.steer.fluency_prompts=4", "case_study.steer.max_new_tokens=6"])
+    res = execute(cfg, tmp_path)
+    assert set(res["bias"]) == {"overall", "per_occupation"} and len(res["bias"]["per_occupation"]) == 24
+    assert set(res["scr"]["per_n"]) == {"2", "5", "10", "20", "50"}
+    assert {"none", "sae_ablation", "diffmean_projection", "diffmean_add", "prompt"} <= set(res["steering"])
+    assert all("bias_metric" in v and "fluency" in v for v in res["steering"].values())
+    assert (tmp_path / "report.html").exists() and (tmp_path / "results.json").exists()

@@ -103,10 +103,9 @@ def benchmark_scores(adapter: Any, cs: DictConfig) -> dict[str, Any]:
 
 def train_or_load_sae(adapter: Any, texts: list[Sample], hook: str, run_dir: Path, cs: DictConfig) -> tuple[Any, Any]:
     """Harvest the probe texts at ``hook`` and train a dictionary on them (both resume)."""
-    from core.harvest import harvest
-
     from core.checkpoint import load_sae
     from core.dictionaries.base import DictionaryConfig
+    from core.harvest import harvest
     from core.store import ActivationDataModule
     from core.training import train_sae
 
@@ -118,8 +117,7 @@ def train_or_load_sae(adapter: Any, texts: list[Sample], hook: str, run_dir: Pat
     sc = cs.sae
     cfg = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
                            k=int(sc.k) if sc.get("k") else None)
-    dm = ActivationDataModule(store.root if hasattr(store, "root") else run_dir / "activations" / hook,
-                              batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=int(cs.get("seed", 0)))
+    dm = ActivationDataModule(store, batch_size=int(sc.batch_size), holdout_fraction=0.05)
     trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
     sae, _ = train_sae(cfg, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
                        lr=sc.get("lr"), metadata={"hook_name": hook, "model_name": adapter.name})
