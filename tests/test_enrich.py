@@ -288,7 +288,7 @@ def test_run_enrichment_writes_tables_anndata_and_report(tmp_path):
     store, sae, cm, splits = _store_and_sae(tmp_path)
     labels = pd.DataFrame({"grp": ["a" if s % 2 else "b" for s in range(N_SAMPLES)]})
     summary = run_enrichment(sae, store, cm, splits, tmp_path / "out", min_positives=3, sample_labels=labels,
-                             progress=False, chunk_tokens=300)
+                             progress=False, chunk_tokens=300, umap=False)
     out = tmp_path / "out"
     for f in ("enrichment.tsv", "enrichment_best.tsv", "skipped_concepts.tsv", "features.h5ad", "neurons.h5ad",
               "report.html", "enrichment_summary.json", "sample_enrichment.tsv", "rank_grp.tsv"):
@@ -304,6 +304,22 @@ def test_run_enrichment_writes_tables_anndata_and_report(tmp_path):
     a = ad.read_h5ad(out / "features.h5ad")
     assert a.shape == (60, 8) and sp.issparse(a.X)
     assert a.var.loc["f0", "best_concept"] == "motif"
-    assert {"split", "grp", "umap1", "leiden"} <= set(a.obs.columns) | set(a.var.columns)
+    assert {"split", "grp"} <= set(a.obs.columns)
+    assert {"density", "best_concept", "f1_test"} <= set(a.var.columns)
     html = (out / "report.html").read_text()
     assert "Feature cards" in html and "data:image/png;base64" in html
+
+
+@pytest.mark.slow
+def test_decoder_layout_gives_umap_and_leiden_clusters_of_directions():
+    from core.enrich.anndata_export import decoder_layout
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    W = np.repeat(centres, 40, axis=0) + 0.05 * rng.normal(size=(120, 16))
+    lay = decoder_layout(W, n_neighbors=10)
+    assert lay[["umap1", "umap2"]].notna().all().all()
+    # directions from one centre share a cluster
+    for g in range(3):
+        assert lay["leiden"].iloc[g * 40:(g + 1) * 40].nunique() == 1
+    assert lay["leiden"].nunique() >= 3

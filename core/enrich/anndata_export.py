@@ -121,10 +121,16 @@ def decoder_layout(W_dec: Any, *, n_neighbors: int = 15, resolution: float = 1.0
         idx = np.sort(np.random.default_rng(seed).choice(n, max_features, replace=False))
     a = ad.AnnData(X=W[idx].astype(np.float32))
     k = int(max(2, min(n_neighbors, len(idx) - 1)))
-    sc.pp.neighbors(a, n_neighbors=k, use_rep="X", metric="cosine", random_state=seed)
+    verbosity = sc.settings.verbosity
+    sc.settings.verbosity = 0
+    # exact sklearn kNN with a Gaussian kernel: same graph quality at these sizes, and it skips
+    # umap-learn's fuzzy_simplicial_set, whose numba compilation costs about a minute per process
+    sc.pp.neighbors(a, n_neighbors=k, use_rep="X", metric="cosine", random_state=seed, method="gauss",
+                    transformer="sklearn")
     sc.tl.umap(a, random_state=seed)
     sc.tl.leiden(a, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2,
                  directed=False)
+    sc.settings.verbosity = verbosity
     out = pd.DataFrame({"umap1": np.nan, "umap2": np.nan, "leiden": ""}, index=np.arange(n))
     out.loc[idx, "umap1"] = a.obsm["X_umap"][:, 0]
     out.loc[idx, "umap2"] = a.obsm["X_umap"][:, 1]
