@@ -41,6 +41,7 @@ class DictionaryConfig:
     l0_coefficient: float = 0.0
     jumprelu_init_threshold: float = 1e-3
     jumprelu_bandwidth: float = 1e-3
+    jumprelu_preact_coefficient: float = 0.0
     matryoshka_prefixes: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1.0 / 32

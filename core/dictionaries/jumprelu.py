@@ -5,7 +5,10 @@ the jump are not differentiable in the threshold, so the backward uses straight-
 estimators with a rectangle kernel of width ``bandwidth``. The threshold is trained as a raw
 fp32 parameter (not a log-threshold, which under Adam can sit frozen), clamped to stay
 non-negative after each step. Sparsity is either an L0 penalty (``l0_coefficient``) or a
-quadratic pull towards ``target_l0``.
+quadratic pull towards ``target_l0``. An optional pre-activation loss
+(``jumprelu_preact_coefficient``; Anthropic's January 2025 update) adds
+``sum_i relu(threshold_i - z_i) ||W_dec_i||``, a small gradient that pulls latents which never
+reach their threshold back up, so they do not stay dead.
 """
 
 from __future__ import annotations
@@ -75,9 +78,16 @@ class JumpReLUSAE(Dictionary):
         else:
             sparsity = l0
         coef = self.cfg.l0_coefficient * self.sparsity_scale(progress)
+        loss = mse + coef * sparsity
+        terms = {}
+        if self.cfg.jumprelu_preact_coefficient > 0:
+            gap = torch.relu(self.threshold.detach() - pre)
+            preact = (gap * self.W_dec.norm(dim=1).float()).sum(-1).mean()
+            loss = loss + self.cfg.jumprelu_preact_coefficient * preact
+            terms["preact"] = preact.detach()
         on = f.detach() != 0
-        return LossOutput(loss=mse + coef * sparsity,
-                          terms={"mse": mse.detach(), "l0": l0.detach(), "sparsity": sparsity.detach(),
+        return LossOutput(loss=loss,
+                          terms={**terms, "mse": mse.detach(), "l0": l0.detach(), "sparsity": sparsity.detach(),
                                  "threshold_mean": self.threshold.detach().mean()},
                           fired=on.sum(0), reconstruction=x_hat, latents=f)
 

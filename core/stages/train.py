@@ -1,0 +1,85 @@
+"""Stage ``train``: fit a dictionary on an activation store.
+
+    sparsescope stage=train sae=topk data.root=DIR/activations/blocks.3.hook_resid_post \
+        trainer.total_tokens=5_000_000 hydra.run.dir=DIR/train
+
+Reads ``cfg.sae`` (conf/sae/*.yaml), ``cfg.data`` (conf/data/store.yaml) and ``cfg.trainer``
+(conf/trainer/*.yaml: Lightning settings plus the schedule); writes ``run_dir/sae/``,
+``run_dir/checkpoints/`` and ``run_dir/logs/``. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from core.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+# trainer.* keys that set the schedule; every other trainer.* key goes to lightning.Trainer
+SCHEDULE_KEYS = ("total_tokens", "lr", "warmup_steps", "decay_fraction", "init_tokens",
+                 "normalize_activations", "init_b_dec", "dead_after_tokens", "ckpt_path")
+
+
+def group(cfg: DictConfig, name: str, default: str) -> dict[str, Any]:
+    """``cfg.<name>`` as a dict, or conf/<name>/<default>.yaml when the config has no such group."""
+    node = cfg.get(name)
+    if node is None:
+        node = OmegaConf.load(CONF / name / f"{default}.yaml")
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def split_trainer(trainer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    schedule = {k: trainer[k] for k in SCHEDULE_KEYS if trainer.get(k) is not None}
+    lightning = {k: v for k, v in trainer.items() if k not in SCHEDULE_KEYS}
+    return schedule, lightning
+
+
+def dictionary_config(sae: dict[str, Any], d_in: int, n_inputs: int = 1) -> dict[str, Any]:
+    """Fill ``d_in`` from the store and ``d_sae`` from ``expansion_factor``."""
+    sae = dict(sae)
+    expansion = sae.pop("expansion_factor", None)
+    if sae.get("d_in") is None:
+        sae["d_in"] = d_in
+    elif int(sae["d_in"]) != d_in:
+        raise ConfigError(f"sae.d_in={sae['d_in']} but the activation store has d={d_in}",
+                          fix="drop sae.d_in (it is read from the store) or pick the matching store")
+    if n_inputs > 1 and sae.get("n_inputs") in (None, 1):
+        sae["n_inputs"] = sae["n_outputs"] = n_inputs
+    if sae.get("d_sae") is None:
+        if not expansion:
+            raise ConfigError("sae.d_sae is not set", fix="set sae.d_sae or sae.expansion_factor")
+        sae["d_sae"] = int(expansion) * int(sae["d_in"])
+    return sae
+
+
+def datamodule_from(data: dict[str, Any], run_dir: Path):
+    from core.store import ActivationDataModule
+
+    root = data.get("root")
+    if root is None:
+        found = sorted(p.parent for p in (run_dir / "activations").glob("*/manifest.json"))
+        if len(found) != 1:
+            raise ConfigError(f"data.root is not set and {run_dir / 'activations'} holds {len(found)} stores",
+                              fix="set data.root=<activation store directory>")
+        root = found[0]
+    kw = {k: data[k] for k in ("batch_size", "buffer_tokens", "holdout_fraction", "seed", "split_seed",
+                               "num_workers", "verify") if data.get(k) is not None}
+    return ActivationDataModule(root, **kw)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from core.training import train_sae
+
+    run_dir = Path(run_dir)
+    dm = datamodule_from(group(cfg, "data", "store"), run_dir)
+    sae = dictionary_config(group(cfg, "sae", "topk"), dm.d, dm.n_inputs)
+    schedule, lightning = split_trainer(group(cfg, "trainer", "default"))
+    total = int(schedule.pop("total_tokens", 0) or dm.n_train_tokens)
+    meta = {"hook_name": dm.store.hook, "model_name": dm.store.model, "store": str(dm.store.root)}
+    _, summary = train_sae(sae, dm, run_dir, trainer_cfg=lightning, total_tokens=total,
+                           seed=cfg.get("seed"), metadata=meta, **schedule)
+    return {"train": summary, "sae": str(run_dir / "sae")}
