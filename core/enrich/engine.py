@@ -167,6 +167,10 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
 
 
 # ---------------------------------------------------------------------- pass 1
+def _n_eval_tokens(cm: ConceptMatrix, lookup, wanted: list[int]) -> int:
+    return int(np.isin(lookup(cm.tokens["sample"].to_numpy()), wanted).sum())
+
+
 def _count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted: list[int],
                 thresholds: tuple[float, ...], sample_reduce: str, progress: bool) -> BasisResult:
     n_f, n_c = int(src.n_features), cm.n_concepts
@@ -176,7 +180,7 @@ def _count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted
     fmin = np.full(n_f, np.inf, dtype=np.float32)
     s_ids, s_split, s_blocks = [], [], []
     keep_rows = lambda s: np.isin(lookup(s), wanted)  # noqa: E731
-    bar = tqdm(total=cm.n_tokens, desc=f"enrich counts ({name})", unit="tok", disable=not progress,
+    bar = tqdm(total=_n_eval_tokens(cm, lookup, wanted), desc=f"enrich counts ({name})", unit="tok", disable=not progress,
                leave=False)
     for ch in src.iter_chunks(keep=keep_rows):
         rows = cm.row_index(ch["sample"], ch["position"])
@@ -385,7 +389,7 @@ def _detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, 
     wanted_samples = np.asarray(sorted(set().union(*top_samples.values())) if top_samples else [], np.int64)
     traces: dict[tuple[int, int], dict[str, Any]] = {}
     keep_rows = lambda s: np.isin(lookup(s), wanted)  # noqa: E731
-    bar = tqdm(total=cm.n_tokens, desc=f"enrich detail ({b.name})", unit="tok", disable=not progress,
+    bar = tqdm(total=_n_eval_tokens(cm, lookup, wanted), desc=f"enrich detail ({b.name})", unit="tok", disable=not progress,
                leave=False)
     for ch in src.iter_chunks(keep=keep_rows):
         X = ch["X"]
@@ -460,7 +464,8 @@ def _sample_level(bases: dict[str, BasisResult], labels: pd.DataFrame, eval_spli
                         continue
                     md = Ak[inside].mean(0) - Ak[~inside].mean(0)
                     score = np.where(md > 0, mi, -np.inf)
-                    for rank, f in enumerate(np.argsort(-score, kind="stable")[:top_k], start=1):
+                    ranked = [f for f in np.argsort(-score, kind="stable")[:top_k] if md[f] > 0]
+                    for rank, f in enumerate(ranked, start=1):
                         rows.append({"basis": b.name, "split": s, "label": col, "value": v, "rank": rank,
                                      "feature": int(f), "feature_name": b.feature_names[f],
                                      "mi_bits": float(mi[f]), "mean_diff": float(md[f]),

@@ -64,7 +64,7 @@ def add_enrichment_sections(report: Report, result: EnrichmentResult, *,
 
 def _overview(report: Report, result: EnrichmentResult) -> None:
     s = result.summary
-    report.heading("Feature enrichment")
+    report.heading("Overview")
     report.text(f"{s['n_concepts_scored']} of {s['n_concepts']} concepts scored over thresholds "
                 f"{s['thresholds']} (per-sample max normalisation, strict >), selected on the "
                 f"{s['splits']['select']} split, reported on the {s['splits']['report']} split. "
@@ -101,15 +101,25 @@ def _best_f1(report: Report, result: EnrichmentResult) -> None:
         report.text("No concept had enough support to score.", muted=True)
         return
     wide = best.pivot(index="concept", columns="basis", values="f1_test")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    order = wide.max(axis=1).sort_values(ascending=False).index
-    for name in wide.columns:
-        ax.plot(np.arange(len(order)), wide.loc[order, name].to_numpy(), "o-", ms=3, label=name)
-    ax.set_xlabel("concept (sorted by best test F1)")
-    ax.set_ylabel("test F1 of the validation-selected feature")
-    ax.set_ylim(0, 1.02)
-    ax.legend()
-    report.figure(fig, "best_f1_per_concept", "Best F1 per concept: dictionary features vs neurons.")
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    if {"sae", "neuron"} <= set(wide.columns):
+        ax.scatter(wide["neuron"], wide["sae"], s=14, alpha=0.7)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("neuron: test F1 of the selected neuron")
+        ax.set_ylabel("SAE: test F1 of the selected feature")
+        ax.set_xlim(-0.02, 1.02)
+        better = int((wide["sae"] > wide["neuron"]).sum())
+        ax.set_title(f"{better} of {len(wide)} concepts better served by the SAE", fontsize=9)
+    else:
+        order = wide.max(axis=1).sort_values(ascending=False).index
+        for name in wide.columns:
+            ax.bar(np.arange(len(order)), wide.loc[order, name].to_numpy(), label=name, alpha=0.7)
+        ax.set_xlabel("concept (sorted by best test F1)")
+        ax.set_ylabel("test F1 of the validation-selected feature")
+        ax.legend()
+    ax.set_ylim(-0.02, 1.02)
+    report.figure(fig, "best_f1_per_concept", "Best F1 per concept: dictionary features vs neurons "
+                  "(each point a concept; feature and threshold chosen on the validation split).")
     show = best.copy()
     show["threshold"] = show["threshold"].astype(float)
     report.table(show.sort_values(["concept", "basis"]), max_rows=400)
