@@ -141,6 +141,46 @@ class NumberingCache:
                            [(self.key(s), n.to_json()) for s, n in items.items()])
 
 
+def export_numbering(sequences: Sequence[str], path: str | Path, *, mode: str = "speed") -> Path:
+    """Write the cached numbering of ``sequences`` to a gzipped TSV that :func:`import_numbering` reads.
+
+    Lets a case study ship the numbering of its default chains, so a fresh machine skips the
+    slow first ANARCII pass; the file records the ANARCII version and mode it came from.
+    """
+    import gzip
+
+    from core.io import atomic_path
+
+    tag = f"anarcii={anarcii_version()}|mode={mode}|scheme=imgt"
+    found = NumberingCache(tag=tag).get_many(list(dict.fromkeys(sequences)))
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt") as fh:
+        fh.write(f"# {tag}\n")
+        for seq, n in found.items():
+            fh.write(f"{seq}\t{n.to_json()}\n")
+    return Path(path)
+
+
+def import_numbering(path: str | Path, cache: NumberingCache | None = None, *, mode: str = "speed") -> int:
+    """Seed the cache from an :func:`export_numbering` file made with the same ANARCII version and
+    mode (other files are ignored, so numbering is never mixed across versions); returns the count."""
+    import gzip
+
+    tag = f"anarcii={anarcii_version()}|mode={mode}|scheme=imgt"
+    cache = cache or NumberingCache(tag=tag)
+    with gzip.open(path, "rt") as fh:
+        head = fh.readline().strip()
+        if head != f"# {tag}":
+            log.info("not using %s: made with %s, this is %s", path, head[2:], tag)
+            return 0
+        items = {}
+        for line in fh:
+            seq, _, js = line.rstrip("\n").partition("\t")
+            if seq and js:
+                items[seq] = Numbering.from_json(js)
+    cache.put_many(items)
+    return len(items)
+
+
 def anarcii_version() -> str:
     try:
         from importlib.metadata import version

@@ -63,6 +63,15 @@ def load_chains(cs: DictConfig) -> list[ProteinRecord]:
 
 def number_and_filter(records: list[ProteinRecord], cs: DictConfig, run_dir: Path):
     """IMGT numbering; chains ANARCII cannot number are dropped and counted."""
+    pre = cs.imgt.get("precomputed")
+    if pre:
+        from domains.protein.imgt import import_numbering
+        from domains.protein.pipeline import resolve_path
+
+        path = resolve_path(pre)
+        if path.exists():
+            log.info("seeded the numbering cache with %d chains from %s",
+                     import_numbering(path, mode=str(cs.imgt.mode)), path)
     nums = number_chains([r.sequence for r in records], mode=str(cs.imgt.mode),
                          batch_size=int(cs.imgt.batch_size), ncpu=int(cs.imgt.ncpu))
     keep, kept_nums, dropped = [], [], 0
