@@ -361,3 +361,33 @@ def test_stacking_stores_sharded_differently(tmp_path):
     write_store(tmp_path / "c", samples[:50])
     with pytest.raises(ShapeError, match="different numbers of tokens"):
         ActivationDataModule([tmp_path / "a", tmp_path / "c"])
+
+
+def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path):
+    """The command, not just the library: a corrupt shard passed to a stage gives one message
+    naming the shard and the fix, exit status 2, no traceback and no results written."""
+    import importlib.util
+
+    if importlib.util.find_spec("core.stages.evaluate") is None:
+        pytest.skip("the evaluate stage is not part of this tree")
+    from core.checkpoint import save_sae
+    from core.dictionaries import DictionaryConfig, build_dictionary
+
+    write_store(tmp_path / "store", fake_samples(30))
+    save_sae(build_dictionary(DictionaryConfig("relu", d_in=D, d_sae=16)), tmp_path / "sae")
+    shard = tmp_path / "store" / "shard_00001.safetensors"
+    raw = bytearray(shard.read_bytes())
+    raw[-3] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    run_dir = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.cli", "stage=evaluate", f"++evaluate.sae={tmp_path / 'sae'}",
+         f"++data.root={tmp_path / 'store'}", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sparsescope: error:")]
+    assert len(errors) == 1
+    assert str(shard) in errors[0] and "checksum" in errors[0]
+    assert "fix: delete" in proc.stderr and "harvest" in proc.stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "metrics.json").exists()
