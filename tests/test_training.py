@@ -128,3 +128,50 @@ def test_bf16_mixed_keeps_threshold_fp32_and_trains(tmp_path):
     assert sae.threshold.dtype == torch.float32
     assert not torch.allclose(sae.threshold, torch.full_like(sae.threshold, 0.05))
     assert summary["steps"] == 4
+
+
+def test_train_and_evaluate_stages_on_a_store(tmp_path):
+    from omegaconf import OmegaConf
+
+    from core.io import read_json
+    from core.stages import evaluate as evaluate_stage
+    from core.stages import train as train_stage
+    from core.store import ShardWriter
+
+    x = planted(n=4096)
+    with ShardWriter(tmp_path / "store", model="toy", hook="h", d=8, shard_tokens=1024) as w:
+        w.add(x, torch.arange(4096) // 16, torch.arange(4096) % 16, torch.zeros(4096, dtype=torch.long),
+              samples_done=256)
+    cfg = OmegaConf.create({
+        "seed": 0,
+        "sae": {"architecture": "topk", "d_in": None, "d_sae": None, "expansion_factor": 4, "k": 3},
+        "data": {"root": str(tmp_path / "store"), "batch_size": 512, "holdout_fraction": 0.1},
+        "trainer": {"total_tokens": 512 * 6, "lr": 5e-3, "accelerator": "cpu", "enable_progress_bar": False},
+    })
+    out = train_stage.run(cfg, tmp_path / "run")
+    assert out["train"]["steps"] == 6
+    assert (tmp_path / "run" / "sae" / "cfg.json").exists()
+    metrics = evaluate_stage.run(cfg, tmp_path / "run")["metrics"]["reconstruction"]
+    on_disk = read_json(tmp_path / "run" / "metrics.json")["reconstruction"]
+    assert on_disk == metrics
+    for key in ("mse", "fvu", "cosine", "l0", "dead_frac", "dense_frac", "l2_ratio",
+                "relative_reconstruction_bias"):
+        assert key in metrics
+    assert 0 < metrics["l0"] <= 3 and 0 <= metrics["fvu"] < 1.5 and -1 <= metrics["cosine"] <= 1
+
+
+def test_metrics_on_known_reconstructions():
+    from core.eval.metrics import MetricAccumulator
+
+    y = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    acc = MetricAccumulator(d_sae=3)
+    acc.update(y, 0.5 * y, torch.tensor([[1.0, 0, 0], [0, 2.0, 0], [1.0, 0, 0]]))
+    m = acc.result()
+    assert m["cosine"] == pytest.approx(1.0)
+    assert m["l2_ratio"] == pytest.approx(0.5)
+    assert m["relative_reconstruction_bias"] == pytest.approx(0.5)
+    assert m["l0"] == pytest.approx(1.0) and m["dead_frac"] == pytest.approx(1 / 3)
+    assert m["dense_frac"] == pytest.approx(2 / 3)
+    err = (0.25 * y.pow(2)).sum()
+    assert m["mse"] == pytest.approx(float(err / 6))
+    assert m["fvu"] == pytest.approx(float(err / (y - y.mean(0)).pow(2).sum()))
