@@ -363,9 +363,11 @@ def test_stacking_stores_sharded_differently(tmp_path):
         ActivationDataModule([tmp_path / "a", tmp_path / "c"])
 
 
-def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path):
-    """The command, not just the library: a corrupt shard passed to a stage gives one message
-    naming the shard and the fix, exit status 2, no traceback and no results written."""
+@pytest.mark.parametrize("damage", ["checksum", "nan"])
+def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path, damage):
+    """The command, not just the library: a corrupt shard (or one holding NaN, with a matching
+    checksum) passed to a stage gives one message naming the shard and the fix, exit status 2,
+    no traceback and no results written."""
     import importlib.util
 
     if importlib.util.find_spec("core.stages.evaluate") is None:
@@ -376,9 +378,22 @@ def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path):
     write_store(tmp_path / "store", fake_samples(30))
     save_sae(build_dictionary(DictionaryConfig("relu", d_in=D, d_sae=16)), tmp_path / "sae")
     shard = tmp_path / "store" / "shard_00001.safetensors"
-    raw = bytearray(shard.read_bytes())
-    raw[-3] ^= 0xFF
-    shard.write_bytes(bytes(raw))
+    if damage == "checksum":
+        raw = bytearray(shard.read_bytes())
+        raw[-3] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+    else:
+        from safetensors.torch import load_file
+
+        from core.io import sha256_file
+
+        tensors = load_file(str(shard))
+        tensors["acts"][1, 2] = float("inf")
+        save_file(tensors, str(shard))
+        manifest_path = tmp_path / "store" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["shards"][1]["sha256"] = sha256_file(shard)
+        manifest_path.write_text(json.dumps(manifest))
     run_dir = tmp_path / "eval"
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "stage=evaluate", f"++evaluate.sae={tmp_path / 'sae'}",
@@ -388,6 +403,7 @@ def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sparsescope: error:")]
     assert len(errors) == 1
-    assert str(shard) in errors[0] and "checksum" in errors[0]
+    assert str(shard) in errors[0]
+    assert ("checksum" if damage == "checksum" else "NaN or inf") in errors[0]
     assert "fix: delete" in proc.stderr and "harvest" in proc.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "metrics.json").exists()
