@@ -96,7 +96,7 @@ def harvest(adapter: ModelAdapter, samples: Sequence[Sample], hooks: Sequence[st
     hooks = adapter.check_hooks(list(dict.fromkeys(hooks)))
     out_dir = Path(out_dir)
     samples = [s if isinstance(s, Sample) else Sample(f"#{i}", str(s)) for i, s in enumerate(samples)]
-    store_meta = {"adapter": type(adapter).__name__, "n_layers": adapter.n_layers,
+    store_meta = {"adapter": type(adapter).__name__, "source": getattr(adapter, "source", None), "n_layers": adapter.n_layers,
                   "positions": positions if isinstance(positions, str) else "custom",
                   "drop_special": drop_special, "n_samples_total": len(samples), **(meta or {})}
     vocab = getattr(getattr(adapter, "tokenizer", None), "id_to_token", None)

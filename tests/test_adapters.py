@@ -479,3 +479,27 @@ def test_spliced_metrics_causal(causal):
 
 def test_spliced_metrics_masked(esm_adapter):
     _check_spliced(esm_adapter, SEQS, "mlm")
+
+
+def test_spliced_evaluator_on_a_harvested_store(esm_adapter, tmp_path):
+    from omegaconf import OmegaConf
+
+    from core.dictionaries import build_dictionary
+    from core.dictionaries.base import DictionaryConfig
+    from core.eval.spliced import spliced_evaluator
+    from core.harvest import harvest
+    from core.store import ActivationDataModule
+
+    hook = "blocks.1.hook_resid_post"
+    samples = [Sample(f"s{i}", SEQS[i % 3].text[: 6 + i]) for i in range(20)]
+    harvest(esm_adapter, samples, [hook], tmp_path / "acts", progress=False)
+    dm = ActivationDataModule(tmp_path / "acts" / hook, batch_size=16, holdout_fraction=0.2)
+    sae = build_dictionary(DictionaryConfig(architecture="topk", d_in=esm_adapter.d_model, d_sae=64, k=8))
+    model_cfg = {"_target_": type(esm_adapter).__module__ + ".load_" + ("esm2_fair" if "Fair" in type(esm_adapter).__name__
+                                                                         else "esm2_hf"),
+                 "name_or_path": str(esm_adapter.source), "device": "cpu"}
+    cfg = OmegaConf.create({"model": model_cfg})
+    out = spliced_evaluator(cfg, {"spliced": {"n_samples": 8}}, sae, dm)
+    assert out["objective"] == "mlm" and out["n_samples"] == 8
+    assert out["ce_spliced_with_error"] == pytest.approx(out["ce_clean"], abs=1e-4)
+    assert out["ce_spliced"] > out["ce_clean"] - 1e-6 or out["kl_spliced"] > 0

@@ -39,6 +39,7 @@ class BertMLMAdapter(ProteinAdapter):
             vocab_path = model_dir.parent / "vocab.txt"
         self.tokenizer = VocabMap(vocab_path)
         self.name = name
+        self.source = str(model_dir)
         self.device = device_of(device)
         with quiet_transformers():
             model = BertForMaskedLM.from_pretrained(model_dir, dtype=dtype_of(dtype))

@@ -71,6 +71,7 @@ class CausalLMAdapter(TorchHookAdapter):
     def __init__(self, model: nn.Module, tokenizer: Any, *, name: str = "causal_lm", device: str | None = "auto",
                  add_special_tokens: bool = True, batch_size: int = 16, max_length: int | None = None) -> None:
         self.name = name
+        self.source = str(getattr(model, "name_or_path", "") or name)
         self.device = device_of(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer

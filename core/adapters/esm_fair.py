@@ -65,6 +65,7 @@ class FairESMAdapter(ProteinAdapter):
                  overlap: int = 128) -> None:
         model, alphabet = load_fair_esm(str(name_or_path))
         self.name = name or Path(str(name_or_path)).stem
+        self.source = str(name_or_path)
         self.device = device_of(device)
         self.model = model.to(self.device, dtype_of(dtype)).eval()
         self.alphabet_obj = alphabet

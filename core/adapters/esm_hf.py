@@ -39,6 +39,7 @@ class HFESMAdapter(ProteinAdapter):
 
         model, self.tokenizer = load_or_offline(str(name_or_path), load)
         self.name = name or str(name_or_path).rstrip("/").split("/")[-1]
+        self.source = str(name_or_path)
         self.device = device_of(device)
         self.model = model.to(self.device).eval()
         self.masked_lm = masked_lm

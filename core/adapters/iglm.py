@@ -50,6 +50,7 @@ class IgLMAdapter(ProteinAdapter):
         model_dir = require_path(model_dir, "model folder")
         self.tokenizer = VocabMap(Path(vocab) if vocab else default_vocab)
         self.name = name or variant.lower()
+        self.source = str(model_dir)
         self.device = device_of(device)
         with quiet_transformers():
             model = GPT2LMHeadModel.from_pretrained(model_dir, dtype=dtype_of(dtype))

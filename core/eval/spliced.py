@@ -139,7 +139,8 @@ def spliced_metrics(adapter: ModelAdapter, dictionary: nn.Module, hook: str, sam
 
 
 def samples_from_store(store: Any, *, n: int = 64, holdout_fraction: float | None = 0.05, seed: int = 0) -> list:
-    """Up to ``n`` samples (id, text) from a store's samples.tsv, held-out ones first."""
+    """Up to ``n`` samples (id, text) from a store's samples.tsv, held-out ones first
+    (the same split by sample index as ``ActivationDataModule``)."""
     from core.store import holdout_mask, read_samples_tsv
 
     path = store.root / "samples.tsv"
@@ -148,35 +149,46 @@ def samples_from_store(store: Any, *, n: int = 64, holdout_fraction: float | Non
     table = read_samples_tsv(path)
     if "text" not in table.columns:
         return []
-    idx = torch.as_tensor(table["sample"].to_numpy())
+    if "sample" in table.columns:
+        table = table.set_index("sample")
+    idx = torch.as_tensor(table.index.to_numpy())
     if holdout_fraction:
         held = holdout_mask(idx, holdout_fraction, seed)
         table = table.iloc[torch.cat([held.nonzero().flatten(), (~held).nonzero().flatten()]).numpy()]
-    meta_cols = [c for c in table.columns if c not in ("sample", "id", "text")]
+    meta_cols = [c for c in table.columns if c not in ("id", "text")]
     return [Sample(str(r["id"]), str(r["text"]), {c: r[c] for c in meta_cols if r[c] != ""})
             for _, r in table.head(n).iterrows()]
 
 
-def spliced_from_config(cfg: Any, sae: nn.Module, store: Any) -> dict[str, Any] | None:
-    """The evaluate stage's hook: spliced metrics when ``cfg.model`` is set and
-    ``cfg.evaluate.spliced`` is not false; None otherwise. Samples come from the store."""
-    from omegaconf import DictConfig, OmegaConf
+def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any) -> dict[str, Any]:
+    """The ``spliced`` evaluator of ``stage=evaluate`` (``evaluate.evaluators=[reconstruction,spliced]``).
 
-    ev = cfg.get("evaluate") or {}
-    spliced = ev.get("spliced", True)
-    if spliced is False or spliced is None or cfg.get("model") is None:
-        return None
-    if isinstance(spliced, DictConfig):
-        opts = OmegaConf.to_container(spliced, resolve=True)
-    else:
-        opts = dict(spliced) if isinstance(spliced, dict) else {}
+    Loads ``cfg.model``, takes held-out samples (the data module's split) from the store's
+    samples.tsv and splices the SAE in at the store's hook. Options under
+    ``evaluate.spliced``: n_samples (64), batch_tokens (4096), mask_fraction (0.15), seed (0).
+    """
     from core.adapters import load_adapter
+    from core.errors import ConfigError, DataError
 
+    if cfg.get("model") is None:
+        raise ConfigError("the spliced evaluator needs the model the store was harvested from",
+                          fix="add model=<its config> (e.g. model=antiberty) to the command")
+    opts = dict(ec.get("spliced") or {})
+    store = dm.store
     samples = samples_from_store(store, n=int(opts.get("n_samples", 64)),
-                                 holdout_fraction=opts.get("holdout_fraction", 0.05), seed=int(opts.get("seed", 0)))
+                                 holdout_fraction=getattr(dm, "holdout_fraction", 0.05),
+                                 seed=int(getattr(dm, "split_seed", 0)))
     if not samples:
-        return None
+        raise DataError("the store has no samples.tsv with sample texts", path=str(store.root),
+                        fix="harvest with `sparsescope stage=harvest` (it writes samples.tsv), or leave "
+                            "spliced out of evaluate.evaluators")
     adapter = load_adapter(cfg.model)
-    sae = sae.to(getattr(adapter, "device", "cpu"))
-    return spliced_metrics(adapter, sae, store.hook, samples, batch_tokens=int(opts.get("batch_tokens", 4096)),
-                           mask_fraction=float(opts.get("mask_fraction", 0.15)), seed=int(opts.get("seed", 0)))
+    if adapter.name != store.model:
+        import logging
+
+        logging.getLogger("sparsescope").warning("store was harvested from %r, evaluating with %r",
+                                                 store.model, adapter.name)
+    sae = sae.to(getattr(adapter, "device", "cpu")).eval()
+    with torch.no_grad():
+        return spliced_metrics(adapter, sae, store.hook, samples, batch_tokens=int(opts.get("batch_tokens", 4096)),
+                               mask_fraction=float(opts.get("mask_fraction", 0.15)), seed=int(opts.get("seed", 0)))
