@@ -363,7 +363,7 @@ def test_stacking_stores_sharded_differently(tmp_path):
         ActivationDataModule([tmp_path / "a", tmp_path / "c"])
 
 
-@pytest.mark.parametrize("damage", ["checksum", "nan"])
+@pytest.mark.parametrize("damage", ["checksum", "nan", "sae_shape"])
 def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path, damage):
     """The command, not just the library: a corrupt shard (or one holding NaN, with a matching
     checksum) passed to a stage gives one message naming the shard and the fix, exit status 2,
@@ -378,7 +378,12 @@ def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path, damage):
     write_store(tmp_path / "store", fake_samples(30))
     save_sae(build_dictionary(DictionaryConfig("relu", d_in=D, d_sae=16)), tmp_path / "sae")
     shard = tmp_path / "store" / "shard_00001.safetensors"
-    if damage == "checksum":
+    if damage == "sae_shape":
+        cfg_path = tmp_path / "sae" / "cfg.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["d_sae"] = cfg["sparsescope"]["dictionary"]["d_sae"] = 32
+        cfg_path.write_text(json.dumps(cfg))
+    elif damage == "checksum":
         raw = bytearray(shard.read_bytes())
         raw[-3] ^= 0xFF
         shard.write_bytes(bytes(raw))
@@ -403,7 +408,11 @@ def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path, damage):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sparsescope: error:")]
     assert len(errors) == 1
-    assert str(shard) in errors[0]
-    assert ("checksum" if damage == "checksum" else "NaN or inf") in errors[0]
-    assert "fix: delete" in proc.stderr and "harvest" in proc.stderr
+    if damage == "sae_shape":
+        assert "sae_weights.safetensors" in errors[0] and "'W_enc'" in errors[0]
+        assert "[8, 16]" in errors[0] and "[8, 32]" in errors[0] and "fix:" in proc.stderr
+    else:
+        assert str(shard) in errors[0]
+        assert ("checksum" if damage == "checksum" else "NaN or inf") in errors[0]
+        assert "fix: delete" in proc.stderr and "harvest" in proc.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "metrics.json").exists()
