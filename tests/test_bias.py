@@ -429,3 +429,22 @@ def test_gender_bias_case_study_end_to_end(tmp_path):
     assert {"none", "sae_ablation", "diffmean_projection", "diffmean_add", "prompt"} <= set(res["steering"])
     assert all("bias_metric" in v and "fluency" in v for v in res["steering"].values())
     assert (tmp_path / "report.html").exists() and (tmp_path / "results.json").exists()
+
+
+def test_debias_sweep_on_toy_model_prefers_the_planted_features():
+    from domains.bias.steering import run_debias
+
+    adapter, g = _toy_adapter()
+    prompts = probes.pronoun_prompts(occupations={"nurse": "female", "carpenter": "male"},
+                                     templates={"subject": ["the {occupation}", "he said that the {occupation}"],
+                                                "object": ["she is the {occupation}"]})
+    d = g.numel()
+    ranking = np.r_[[0, d], [i for i in range(2 * d) if i not in (0, d)]]
+    rows = run_debias(adapter, "blocks.0.hook_resid_post", prompts, sae=_SignSAE(d), ranking=ranking,
+                      direction=g * 2.0, feature_counts=(2, 4), add_strengths=(-1.0,), max_fluency_ratio=None,
+                      fluency_prompts=2, max_new_tokens=3)
+    score = {r["method"]: r for r in rows if r["split"] == "score" and (r["chosen"] or r["method"] == "none")}
+    assert {"none", "sae_ablation", "diffmean_projection", "diffmean_add", "prompt"} <= set(score)
+    assert score["none"]["behaviour"] > 1.0
+    assert score["sae_ablation"]["behaviour"] < 1e-3 and score["diffmean_projection"]["behaviour"] < 1e-3
+    assert score["sae_ablation"]["strength"] == 2.0   # the smaller N reaching the same bias wins the tie

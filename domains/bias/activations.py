@@ -59,3 +59,30 @@ def capture_texts(adapter: Any, samples: Sequence[Sample], hook: str, *, batch_s
         mask[i, :len(a)] = k
         ids[i, :len(a)] = t
     return TextActivations(acts, mask, ids)
+
+
+def from_store(store: Any, sample_indices: Sequence[int]) -> TextActivations:
+    """Per-text activations rebuilt from a harvested store (no second forward pass).
+
+    Rows come back in the order of ``sample_indices``; tokens the harvest dropped (special
+    tokens) are absent, so every kept token is real.
+    """
+    cols = store.load(columns=("acts", "sample", "position", "token"))
+    sample = cols["sample"].numpy()
+    order = np.lexsort((cols["position"].numpy(), sample))
+    s_sorted = sample[order]
+    rows = []
+    for si in sample_indices:
+        lo, hi = np.searchsorted(s_sorted, si), np.searchsorted(s_sorted, si, side="right")
+        idx = torch.as_tensor(order[lo:hi], dtype=torch.long)
+        rows.append((cols["acts"][idx].float(), cols["token"][idx]))
+    width = max(1, max(len(a) for a, _ in rows))
+    d = cols["acts"].shape[1]
+    acts = torch.zeros(len(rows), width, d)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    ids = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, (a, t) in enumerate(rows):
+        acts[i, :len(a)] = a
+        mask[i, :len(a)] = True
+        ids[i, :len(a)] = t
+    return TextActivations(acts, mask, ids)

@@ -31,7 +31,7 @@ from core.errors import ConfigError
 from core.io import atomic_path, read_json, write_json
 from core.samples import Sample
 from domains.bias import behaviour, loaders, probes
-from domains.bias.activations import TextActivations, capture_texts
+from domains.bias.activations import TextActivations, from_store
 from domains.bias.steering import diffmean_from_pairs, gender_feature_ranking, pair_token_sets, run_debias
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,10 @@ class _Timer:
         self.steps[name] = round(now - self.t0, 1)
         log.info("%s done in %.1f s", name, now - self.t0)
         self.t0 = now
+
+
+def with_start(sample: Sample, start: str) -> Sample:
+    return Sample(sample.id, start + sample.text, dict(sample.meta))
 
 
 def probe_texts(cs: DictConfig) -> tuple[list[tuple[Sample, Sample]], list[Sample], list[Sample]]:
@@ -201,7 +205,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     hook = resolve_hook(adapter, int(cs.layer), "resid")
     timer.mark("load model")
 
+    # every text starts after the document-start token, which takes the first position's
+    # massive "attention sink" activation and is dropped from harvests and interventions
+    start = behaviour.document_start(adapter.tokenizer)
     pairs, bios, prompts = probe_texts(cs)
+    pairs = [(with_start(m, start), with_start(f, start)) for m, f in pairs]
+    bios = [with_start(b, start) for b in bios]
+    prompts = [with_start(p, start) for p in prompts]
+    scr_bios = [with_start(b, start) for b in scr_biographies(cs)]
     prof_path = run_dir / "bias_profile.tsv"
     if prof_path.exists():
         prof = pd.read_csv(prof_path, sep="\t")
@@ -213,7 +224,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timer.mark("bias profile")
 
     pair_texts = [s for p in pairs for s in p]
-    texts = pair_texts + bios + prompts
+    texts = pair_texts + bios + scr_bios + prompts
     sae, store = train_or_load_sae(adapter, texts, hook, run_dir, cs)
     sae.eval()
     timer.mark("harvest and SAE")
@@ -221,7 +232,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     enrich_summary = enrichment(sae, store, adapter, texts, run_dir, cs)
     timer.mark("enrichment")
 
-    pairs_ta = capture_texts(adapter, pair_texts, hook)
+    pairs_ta = from_store(store, range(len(pair_texts)))
     male, female = pair_token_sets(pairs_ta.acts, pairs_ta.mask, pairs_ta.ids)
     pair_split = np.array([_split_of(p[0].meta["pair"]) for p in pairs])
     train_m = [m for m, s in zip(male, pair_split, strict=True) if s != "test"]
@@ -237,8 +248,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if scr_path.exists():
         scr_res = read_json(scr_path)
     else:
-        scr_bios = scr_biographies(cs)
-        ta = capture_texts(adapter, scr_bios, hook)
+        first = len(pair_texts) + len(bios)
+        ta = from_store(store, range(first, first + len(scr_bios)))
         occ_names = list(cs.scr.occupations)
         occ = [occ_names.index(b.meta["occupation"]) for b in scr_bios]
         gen = [int(b.meta["gender"] == "female") for b in scr_bios]
@@ -256,7 +267,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                           feature_counts=tuple(sc.feature_counts), add_strengths=tuple(sc.add_strengths),
                           instruction=str(sc.instruction), max_fluency_ratio=sc.get("max_fluency_ratio"),
                           seed=int(cfg.get("seed") or 0), fluency_prompts=int(sc.fluency_prompts),
-                          max_new_tokens=int(sc.max_new_tokens), progress=lambda m: log.info("steer: %s", m))
+                          max_new_tokens=int(sc.max_new_tokens), start=start, progress=lambda m: log.info("steer: %s", m))
         write_json(st_path, rows)
         _tsv(pd.DataFrame(rows), run_dir / "steering.tsv")
     timer.mark("steering")

@@ -97,7 +97,8 @@ def write_report(run_dir: Path, results: dict[str, Any], *, prof: pd.DataFrame, 
     rep.heading("Debiasing: feature ablation against DiffMean and prompting")
     rep.text("Strengths (for SAE ablation, the number of top gender latents) chosen on one half of the prompts "
              "within a fluency limit, reported on the other half. Behaviour = bias metric (lower is less biased); "
-             "fluency = perplexity under the unsteered model of 16 generated tokens (lower is better).")
+             "fluency = perplexity, under the unsteered model, of the steered model's greedy continuations "
+             "(lower is better).")
     chosen = [r for r in steer_rows if r["split"] == "score"]
     rep.table([{k: r.get(k) for k in ("method", "strength", "behaviour", "stereotype_gap", "mean_diff", "fluency",
                                        "n", "example")} for r in chosen])

@@ -29,6 +29,15 @@ from domains.bias.behaviour import bias_metric
 DEFAULT_INSTRUCTION = "Everyone can do any job, whatever their gender. "
 
 
+def non_special(act: torch.Tensor, batch: Any) -> torch.Tensor:
+    """Position mask for interventions: every real token except special ones (the document-start
+    token that absorbs the attention sink, chat markers). Generation steps without a batch edit all."""
+    special = getattr(batch, "special_mask", None) if batch is not None else None
+    if special is not None and tuple(special.shape) == tuple(act.shape[:2]):
+        return ~special.to(act.device)
+    return torch.ones(act.shape[:2], dtype=torch.bool, device=act.device)
+
+
 def pair_token_sets(acts: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor
                     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per counterfactual pair (rows 2i male, 2i+1 female), the tokens from the first differing one on.
@@ -94,11 +103,18 @@ def _row(method: str, layer: Any, n: int, result: dict[str, Any]) -> dict[str, A
     return row
 
 
+def _insert_after_start(text: str, instruction: str, start: str) -> str:
+    if start and text.startswith(start):
+        return start + instruction + text[len(start):]
+    return instruction + text
+
+
 def run_debias(adapter: Any, hook: str, prompts: Sequence[Sample], *, sae: Any | None, ranking: np.ndarray | None,
                direction: torch.Tensor, layer: Any = None, feature_counts: Sequence[int] = (2, 5, 10, 20, 50),
                add_strengths: Sequence[float] = (-8.0, -4.0, -2.0, -1.0, 1.0, 2.0), instruction: str = DEFAULT_INSTRUCTION,
                max_fluency_ratio: float | None = 2.0, seed: int = 0, fluency_prompts: int = 12,
-               max_new_tokens: int = 16, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+               max_new_tokens: int = 16, start: str = "",
+               progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """All methods on the same select/score halves; returns steering-table rows."""
     behave = make_behaviour_fn(adapter, hook, fluency_prompts=fluency_prompts, max_new_tokens=max_new_tokens)
     halves = split_halves(len(prompts), seed)
@@ -117,15 +133,15 @@ def run_debias(adapter: Any, hook: str, prompts: Sequence[Sample], *, sae: Any |
               "max_fluency_ratio": max_fluency_ratio, "progress": progress}
     if sae is not None and ranking is not None:
         counts = [n for n in feature_counts if n <= len(ranking)]
-        rows += sweep_strengths(lambda n: AblateFeatures(sae, ranking[:int(n)].tolist(), positions="all"),
+        rows += sweep_strengths(lambda n: AblateFeatures(sae, ranking[:int(n)].tolist(), positions=non_special),
                                 counts, prompts, cached, method="sae_ablation", baseline=True, **common)
     unit = direction.float() / direction.float().norm().clamp_min(1e-12)
-    rows += sweep_strengths(lambda _s: ProjectOut(unit, positions="all"), [1.0], prompts, cached,
+    rows += sweep_strengths(lambda _s: ProjectOut(unit, positions=non_special), [1.0], prompts, cached,
                             method="diffmean_projection", baseline=not rows, **common)
-    rows += sweep_strengths(lambda s: AddDirection(direction, s, positions="all"), add_strengths, prompts, cached,
+    rows += sweep_strengths(lambda s: AddDirection(direction, s, positions=non_special), add_strengths, prompts, cached,
                             method="diffmean_add", baseline=False, **common)
     score = [prompts[i] for i in halves[1]]
-    rewritten = [Sample(p.id, instruction + p.text, dict(p.meta)) for p in score]
+    rewritten = [Sample(p.id, _insert_after_start(p.text, instruction, start), dict(p.meta)) for p in score]
     if progress:
         progress("prompt: score half")
     rows.append(_row("prompt", layer, len(score), behave(None, rewritten)))
