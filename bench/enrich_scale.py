@@ -15,6 +15,7 @@ concepts, and prints the ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import threading
@@ -69,14 +70,17 @@ def synthetic(n_tokens: int, n_features: int, n_concepts: int, active: int, seed
     tokens = pd.DataFrame({"sample": sample, "position": position})
     table = pd.DataFrame({"name": [f"c{c}" for c in range(n_concepts)], "kind": kinds})
     cm = ConceptMatrix.from_spans(spans, tokens, table)
-    # plant a quarter of the concepts on features so the table has real signal
-    planted = rng.choice(n_features, n_concepts // 4, replace=False)
+    # plant a quarter of the concepts on features of their own so the table has real signal
+    planted = np.argsort(freq)[: n_concepts // 4]   # the rarest features carry the planted concepts
     csc = cm.values.tocsc()
     add_r, add_c = [], []
     for j, f in enumerate(planted):
         r = csc.indices[csc.indptr[j]:csc.indptr[j + 1]]
         add_r.append(r)
         add_c.append(np.full(len(r), f))
+    keep = np.ones(n_features, np.float32)
+    keep[planted] = 0   # planted features fire only on their concept
+    X = X @ sp.diags(keep)
     if add_r:
         r = np.concatenate(add_r)
         X = X + sp.csr_matrix((np.full(len(r), 3.0, np.float32), (r, np.concatenate(add_c))), shape=X.shape)
@@ -127,10 +131,10 @@ def main() -> None:
     t_gen = time.time() - t0
     src = ArrayFeatures(sample, position, X, chunk_tokens=args.chunk_tokens)
     with PeakRSS() as mem:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         res = enrich({"sae": src}, cm, splits, thresholds=THRESHOLDS, min_positives=5, n_cards=0,
                      progress=False)
-        t_fast = time.time() - t0
+        t_fast, c_fast = time.time() - t0, time.process_time() - c0
     fast_peak = (mem.peak - mem.base) / 2**30
 
     # the loop on a subsample: the first `loop_tokens` tokens (whole samples) and `loop_concepts` concepts
@@ -138,30 +142,33 @@ def main() -> None:
     n_sub = max(n_sub, 1)
     sub_vals = cm.values[:n_sub][:, : args.loop_concepts]
     kinds = cm.concepts["kind"].tolist()[: args.loop_concepts]
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     f1_grid_loop(X[:n_sub], sample[:n_sub], sub_vals, kinds, THRESHOLDS)
-    t_loop_sub = time.time() - t0
+    t_loop_sub, c_loop_sub = time.time() - t0, time.process_time() - c0
     scale = (len(sample) / n_sub) * (args.concepts / args.loop_concepts)
-    t_loop = t_loop_sub * scale
+    t_loop, c_loop = t_loop_sub * scale, c_loop_sub * scale
 
     print(f"synthetic shard: {len(sample):,} tokens x {args.features:,} features x {args.concepts} concepts "
           f"x {len(THRESHOLDS)} thresholds; {X.nnz / len(sample):.1f} active per token; "
           f"{cm.values.nnz:,} concept entries; {res.summary['n_concepts_scored']} concepts scored "
           f"(generated in {t_gen:.1f}s)")
     rows = [
-        ("sparse streaming engine (full shard)", f"{t_fast:.1f}", f"{fast_peak:.2f}", "measured"),
-        (f"per-concept loop ({n_sub:,} tok x {args.loop_concepts} concepts)", f"{t_loop_sub:.1f}", "-",
+        ("sparse streaming engine (full shard)", f"{t_fast:.1f}", f"{c_fast:.1f}", f"{fast_peak:.2f}",
          "measured"),
-        ("per-concept loop (full shard)", f"{t_loop:.0f}", "-", f"extrapolated x{scale:.0f}"),
+        (f"per-concept loop ({n_sub:,} tok x {args.loop_concepts} concepts)", f"{t_loop_sub:.1f}",
+         f"{c_loop_sub:.1f}", "-", "measured"),
+        ("per-concept loop (full shard)", f"{t_loop:.0f}", f"{c_loop:.0f}", "-", f"extrapolated x{scale:.0f}"),
     ]
     w = max(len(r[0]) for r in rows)
-    print(f"{'implementation':<{w}}  {'seconds':>9}  {'peak GB':>8}  note")
+    print(f"{'implementation':<{w}}  {'wall s':>8}  {'CPU s':>8}  {'peak GB':>8}  note")
     for r in rows:
-        print(f"{r[0]:<{w}}  {r[1]:>9}  {r[2]:>8}  {r[3]}")
-    print(f"speed-up of the engine over the loop: {t_loop / t_fast:.0f}x; "
-          f"target < 120 s and < 4 GB: {'met' if t_fast < 120 and fast_peak < 4 else 'NOT met'}")
+        print(f"{r[0]:<{w}}  {r[1]:>8}  {r[2]:>8}  {r[3]:>8}  {r[4]}")
+    print(f"speed-up of the engine over the loop: {t_loop / t_fast:.0f}x wall, {c_loop / c_fast:.0f}x CPU; "
+          f"target < 120 s and < 4 GB: {'met' if t_fast < 120 and fast_peak < 4 else 'NOT met'} "
+          f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     n_planted = int((res.best["f1_test"] > 0.9).sum())
-    print(f"planted concepts recovered with test F1 > 0.9: {n_planted} of {args.concepts // 4}")
+    print(f"concepts with test F1 > 0.9: {n_planted} of {res.summary['n_concepts_scored']} scored "
+          f"(a quarter, {args.concepts // 4}, were planted on features of their own)")
 
 
 if __name__ == "__main__":

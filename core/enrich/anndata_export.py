@@ -37,7 +37,7 @@ def feature_summary(result: EnrichmentResult, basis: str) -> pd.DataFrame:
         best_c = np.argmax(pair_valid, axis=0)
         cols = np.arange(b.n_features)
         names = result.concepts.concepts["name"].to_numpy()
-        df["best_concept"] = names[best_c]
+        df["best_concept"] = pd.Categorical(names[best_c])
         df["best_threshold"] = np.asarray(result.thresholds)[b.pair_t[best_c, cols]]
         df["f1_valid"] = pair_valid[best_c, cols]
         df["f1_test"] = pair_test[best_c, cols]

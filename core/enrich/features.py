@@ -247,18 +247,3 @@ class ArrayFeatures:
             r = ch.pop("row")
             ch["X"] = self.X[r]
             yield ch
-
-
-class IdentityDictionary(torch.nn.Module):
-    """The neuron baseline as a dictionary object (``encode`` is the identity), for callers
-    that want to treat raw dimensions exactly like latents, e.g. in ``DictionaryFeatures``."""
-
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        from types import SimpleNamespace
-
-        self.cfg = SimpleNamespace(in_features=d, d_sae=d, n_inputs=1)
-        self.W_dec = torch.nn.Parameter(torch.eye(d), requires_grad=False)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return x

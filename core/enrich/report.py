@@ -169,18 +169,41 @@ def _cards(report: Report, result: EnrichmentResult, token_text: TokenText, wind
     if not b.contexts:
         return
     report.heading(f"Feature cards ({basis})")
-    table = result.table
-    test = table[(table.basis == basis) & (table.split == table.split.iloc[-1])] if len(table) else table
+    report.text("Each card: the concepts the feature scores best on (threshold chosen per pair on the "
+                "validation split, scores on the test split; AUROC and q where the pair is in the table), "
+                "then the samples where it fires most, residues/tokens shaded by activation.", muted=True)
     for f, contexts in b.contexts.items():
-        rows = test[test.feature == f].sort_values("f1", ascending=False).head(5)
-        parts = [f"<div class='card'><h3>{b.feature_names[f]}</h3>"]
-        report.raw("".join(parts))
+        report.raw(f"<div class='card'><h3>{b.feature_names[f]}</h3>")
+        rows = _card_concepts(result, basis, f)
         if len(rows):
-            report.table(rows[["concept", "threshold", "precision", "recall", "f1", "auroc", "q"]],
-                         caption="enriched concepts (test split)")
+            report.table(rows, caption="enriched concepts (test split)")
         for ctx in contexts:
             _context(report, ctx, token_text, window)
         report.raw("</div>")
+
+
+def _card_concepts(result: EnrichmentResult, basis: str, f: int, n: int = 5) -> pd.DataFrame:
+    from core.enrich import stats
+
+    b = result.bases[basis]
+    valid, test = list(b.f1)[0], list(b.f1)[-1]
+    scored = ~result.concepts.concepts["name"].isin(result.skipped["concept"]).to_numpy()
+    t_idx = b.pair_t[:, f]
+    f1v = np.where(scored, stats.gather(b.f1[valid], b.pair_t)[:, f], -1)
+    order = [c for c in np.argsort(-f1v, kind="stable")[:n] if f1v[c] > 0]
+    rows = pd.DataFrame({
+        "concept": [result.concepts.names[c] for c in order],
+        "threshold": [result.thresholds[t_idx[c]] for c in order],
+        "precision": [float(b.precision[test][t_idx[c], c, f]) for c in order],
+        "recall": [float(b.recall[test][t_idx[c], c, f]) for c in order],
+        "f1": [float(b.f1[test][t_idx[c], c, f]) for c in order],
+        "f1_valid": [float(f1v[c]) for c in order],
+    })
+    tab = result.table
+    if len(rows) and len(tab):
+        extra = tab[(tab.basis == basis) & (tab.split == test) & (tab.feature == f)][["concept", "auroc", "q"]]
+        rows = rows.merge(extra, on="concept", how="left")
+    return rows
 
 
 def _context(report: Report, ctx: dict[str, Any], token_text: TokenText, window: int) -> None:
