@@ -345,7 +345,7 @@ class ActivationDataModule(L.LightningDataModule):
 
     def _loader(self, stream: StoreStream) -> DataLoader:
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_stream)
