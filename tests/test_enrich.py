@@ -288,7 +288,7 @@ def test_run_enrichment_writes_tables_anndata_and_report(tmp_path):
     store, sae, cm, splits = _store_and_sae(tmp_path)
     labels = pd.DataFrame({"grp": ["a" if s % 2 else "b" for s in range(N_SAMPLES)]})
     summary = run_enrichment(sae, store, cm, splits, tmp_path / "out", min_positives=3, sample_labels=labels,
-                             progress=False, chunk_tokens=300, umap=False)
+                             progress=False, chunk_tokens=300, umap=False, token_level=True)
     out = tmp_path / "out"
     for f in ("enrichment.tsv", "enrichment_best.tsv", "skipped_concepts.tsv", "features.h5ad", "neurons.h5ad",
               "report.html", "enrichment_summary.json", "sample_enrichment.tsv", "rank_grp.tsv"):
@@ -306,6 +306,11 @@ def test_run_enrichment_writes_tables_anndata_and_report(tmp_path):
     assert a.var.loc["f0", "best_concept"] == "motif"
     assert {"split", "grp"} <= set(a.obs.columns)
     assert {"density", "best_concept", "f1_test"} <= set(a.var.columns)
+    tok = ad.read_h5ad(out / "tokens.h5ad")
+    assert tok.shape == (store.n_tokens, 8) and set(tok.obs["split"]) == {"train", "valid", "test"}
+    assert tok.obsm["concepts"].shape == (tok.n_obs, 2)
+    motif = np.asarray(tok.obsm["concepts"][:, 0].todense()).ravel() > 0
+    assert np.asarray(tok.X[:, 0].todense()).ravel()[motif].min() > 0
     html = (out / "report.html").read_text()
     assert "Feature cards" in html and "data:image/png;base64" in html
 

@@ -136,3 +136,35 @@ def decoder_layout(W_dec: Any, *, n_neighbors: int = 15, resolution: float = 1.0
     out.loc[idx, "umap2"] = a.obsm["X_umap"][:, 1]
     out.loc[idx, "leiden"] = a.obs["leiden"].astype(str).to_numpy()
     return out
+
+
+def tokens_anndata(source: Any, concepts: Any, splits: Any, *, max_tokens: int = 200_000):
+    """Tokens x features AnnData for small runs: obs = (sample, position, token, split), the
+    concept rows in ``obsm["concepts"]`` (instance ids, sparse), X = raw feature activations."""
+    import anndata as ad
+
+    from core.enrich.engine import split_lookup
+    from core.errors import ConfigError
+
+    lookup = split_lookup(splits)
+    blocks, meta = [], []
+    n = 0
+    for ch in source.iter_chunks(keep=lambda s: lookup(s) >= 0):
+        n += len(ch["sample"])
+        if n > max_tokens:
+            raise ConfigError(f"token-level AnnData holds more than {max_tokens} tokens",
+                              fix="use the sample-level features.h5ad or raise max_tokens")
+        X = ch["X"]
+        blocks.append(X if sp.issparse(X) else sp.csr_matrix(np.where(np.asarray(X) > 0, X, 0)))
+        meta.append(pd.DataFrame({"sample": ch["sample"], "position": ch["position"], "token": ch["token"],
+                                  "split": [SPLITS[int(c)] for c in lookup(ch["sample"])]}))
+    obs = pd.concat(meta, ignore_index=True) if meta else pd.DataFrame(columns=["sample", "position", "token", "split"])
+    obs["split"] = obs["split"].astype("category")
+    obs.index = [f"{s}:{p}" for s, p in zip(obs["sample"], obs["position"], strict=True)]
+    X = sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, source.n_features), dtype=np.float32)
+    adata = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs,
+                       var=pd.DataFrame(index=source.feature_names()))
+    rows = concepts.row_index(obs["sample"].to_numpy(), obs["position"].to_numpy())
+    adata.obsm["concepts"] = sp.csr_matrix(concepts.values[np.maximum(rows, 0)].multiply((rows >= 0)[:, None]))
+    adata.uns["concepts"] = concepts.names
+    return adata

@@ -6,7 +6,8 @@ Outputs in ``out_dir``:
 - ``enrichment_best.tsv``: the selected (feature, threshold) per concept and basis with its
   validation and test scores; ``skipped_concepts.tsv``: concepts not scored and why;
 - ``sample_enrichment.tsv`` and ``rank_<label>.tsv`` (scanpy) when sample-level labels are given;
-- ``features.h5ad`` (and ``neurons.h5ad`` for the baseline); ``enrichment_summary.json``;
+- ``features.h5ad`` (samples x features; ``neurons.h5ad`` for the baseline), and with
+  ``token_level=True`` ``tokens.h5ad`` (tokens x features, small runs); ``enrichment_summary.json``;
 - ``report.html`` with ``figures/*.png`` when ``report=True``.
 """
 
@@ -59,7 +60,7 @@ def run_enrichment(sae: Any, store: Any, concepts: ConceptMatrix, splits: dict[i
                    device: str = "cpu", token_text: Any = None, report: bool = True, umap: bool = True,
                    umap_max_features: int = 20000, n_cards: int = 12, rank_method: str = "wilcoxon",
                    title: str = "Feature enrichment", sample_meta: pd.DataFrame | None = None,
-                   progress: bool = True) -> dict[str, Any]:
+                   token_level: bool = False, progress: bool = True) -> dict[str, Any]:
     """Score a dictionary's features (and the neurons) against concepts; write tables, AnnData, report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,9 +78,17 @@ def run_enrichment(sae: Any, store: Any, concepts: ConceptMatrix, splits: dict[i
     result = enrich(sources, concepts, splits, thresholds=thresholds, min_positives=min_positives,
                     top_k=top_k, sample_labels=sample_labels, sample_reduce=sample_reduce,
                     fdr_family=fdr_family, n_cards=n_cards, progress=progress)
-    return write_outputs(result, out_dir, sae=sae, token_text=token_text, report=report, umap=umap,
-                         umap_max_features=umap_max_features, rank_method=rank_method, title=title,
-                         sample_meta=sample_meta, sample_labels=sample_labels)
+    summary = write_outputs(result, out_dir, sae=sae, token_text=token_text, report=report, umap=umap,
+                            umap_max_features=umap_max_features, rank_method=rank_method, title=title,
+                            sample_meta=sample_meta, sample_labels=sample_labels)
+    if token_level:
+        from core.enrich.anndata_export import tokens_anndata, write_h5ad
+
+        main = "sae" if "sae" in sources else "neuron"
+        write_h5ad(tokens_anndata(sources[main], concepts, splits), out_dir / "tokens.h5ad")
+        summary["files"].append("tokens.h5ad")
+        write_json(out_dir / "enrichment_summary.json", summary)
+    return summary
 
 
 def write_outputs(result: EnrichmentResult, out_dir: str | Path, *, sae: Any = None, token_text: Any = None,
