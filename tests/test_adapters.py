@@ -216,7 +216,10 @@ def test_missing_model_path(tmp_path):
 
 
 def test_hub_name_offline_gives_one_clear_message(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(OfflineError) as err:
         load_adapter({"_target_": "core.adapters.causal_lm.load_causal_lm",
                       "name_or_path": "sparsescope-test/no-such-model"})
@@ -503,3 +506,22 @@ def test_spliced_evaluator_on_a_harvested_store(esm_adapter, tmp_path):
     assert out["objective"] == "mlm" and out["n_samples"] == 8
     assert out["ce_spliced_with_error"] == pytest.approx(out["ce_clean"], abs=1e-4)
     assert out["ce_spliced"] > out["ce_clean"] - 1e-6 or out["kl_spliced"] > 0
+
+
+def test_harvest_stage_from_fasta(tmp_path):
+    from omegaconf import OmegaConf
+
+    from core.stages.harvest import run
+
+    model = _tiny_fair_esm(tmp_path)
+    fasta = tmp_path / "in.fa"
+    fasta.write_text("".join(f">{s.id}\n{s.text}\n" for s in SEQS))
+    cfg = OmegaConf.create({"model": {"_target_": "core.adapters.esm_fair.load_esm2_fair", "name_or_path": str(model),
+                                      "device": "cpu"},
+                            "harvest": {"fasta": str(fasta), "layers": [0, -1]}})
+    out = run(cfg, tmp_path / "run")
+    assert set(out["harvest"]) == {"blocks.0.hook_resid_post", "blocks.2.hook_resid_post"}
+    assert all(v["n_tokens"] == sum(len(s.text) for s in SEQS) for v in out["harvest"].values())
+    cfg.harvest.fasta = str(tmp_path / "missing.fa")
+    with pytest.raises(DataError, match="does not exist"):
+        run(cfg, tmp_path / "run2")
