@@ -4,6 +4,17 @@ Hook names follow the TransformerLens/SAELens convention so SAEs trained here na
 hook the same way elsewhere: ``blocks.{i}.hook_resid_post`` (residual stream after block i),
 ``blocks.{i}.hook_mlp_in``, ``blocks.{i}.hook_mlp_out``, ``blocks.{i}.hook_attn_out``.
 
+What each name means on the real modules (all activations [B, T, d_model]):
+
+- ``hook_resid_pre``: the input of block i (block 0: the embeddings as the model scales them);
+- ``hook_attn_out``: the attention sublayer's output before it is added to the residual
+  (BERT/ESM: the attention output projection, before dropout, residual and LayerNorm);
+- ``hook_mlp_in``: the input of the MLP (after the pre-MLP norm in pre-LN models; after the
+  post-attention LayerNorm in BERT);
+- ``hook_mlp_out``: the MLP's output projection, before it is added to the residual;
+- ``hook_resid_post``: the output of block i (fair-esm's last block: before
+  ``emb_layer_norm_after``; transformers' final norm is likewise not part of any block).
+
 Every intervention is a function ``fn(activation [B, T, d], batch) -> activation`` applied at
 one hook: capture records and returns the input unchanged, splice returns an SAE
 reconstruction, steer adds a direction or clamps features. One mechanism serves all three.
