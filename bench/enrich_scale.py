@@ -124,6 +124,9 @@ def main() -> None:
     ap.add_argument("--loop-tokens", type=int, default=3_000)
     ap.add_argument("--loop-concepts", type=int, default=10)
     ap.add_argument("--chunk-tokens", type=int, default=32_768)
+    ap.add_argument("--neurons", type=int, default=320,
+                    help="also time the neuron baseline on dense activations of this width "
+                         "(ESM-2 8M's 320, as in InterPLM; each dimension scored as +x and -x); 0 = skip")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -136,6 +139,20 @@ def main() -> None:
                      progress=False)
         t_fast, c_fast = time.time() - t0, time.process_time() - c0
     fast_peak = (mem.peak - mem.base) / 2**30
+
+    t_neu = c_neu = neu_peak = None
+    if args.neurons:
+        rng = np.random.default_rng(1)
+        acts = rng.normal(0, 1, (len(sample), args.neurons)).astype(np.float32)
+        acts = np.concatenate([acts, -acts], axis=1)
+        nsrc = ArrayFeatures(sample, position, acts, chunk_tokens=max(1024, args.chunk_tokens // 4))
+        with PeakRSS() as mem:
+            t0, c0 = time.time(), time.process_time()
+            enrich({"neuron": nsrc}, cm, splits, thresholds=THRESHOLDS, min_positives=5, n_cards=0,
+                   progress=False)
+            t_neu, c_neu = time.time() - t0, time.process_time() - c0
+        neu_peak = (mem.peak - mem.base) / 2**30
+        del acts, nsrc
 
     # the loop on a subsample: the first `loop_tokens` tokens (whole samples) and `loop_concepts` concepts
     n_sub = int(np.searchsorted(sample, sample[min(args.loop_tokens, len(sample) - 1)]))
@@ -155,6 +172,11 @@ def main() -> None:
     rows = [
         ("sparse streaming engine (full shard)", f"{t_fast:.1f}", f"{c_fast:.1f}", f"{fast_peak:.2f}",
          "measured"),
+    ]
+    if t_neu is not None:
+        rows.append((f"engine, neuron baseline ({2 * args.neurons} dense features)", f"{t_neu:.1f}",
+                     f"{c_neu:.1f}", f"{neu_peak:.2f}", "measured"))
+    rows += [
         (f"per-concept loop ({n_sub:,} tok x {args.loop_concepts} concepts)", f"{t_loop_sub:.1f}",
          f"{c_loop_sub:.1f}", "-", "measured"),
         ("per-concept loop (full shard)", f"{t_loop:.0f}", f"{c_loop:.0f}", "-", f"extrapolated x{scale:.0f}"),
