@@ -175,3 +175,11 @@ def test_metrics_on_known_reconstructions():
     err = (0.25 * y.pow(2)).sum()
     assert m["mse"] == pytest.approx(float(err / 6))
     assert m["fvu"] == pytest.approx(float(err / (y - y.mean(0)).pow(2).sum()))
+
+
+def test_resuming_a_checkpoint_of_another_architecture_is_a_config_error(tmp_path):
+    dm = TensorDataModule(planted(), batch_size=256)
+    kw = dict(total_tokens=512, lr=1e-3, save=False, trainer_cfg=dict(QUIET, logger="none"))
+    train_sae(dict(architecture="topk", d_in=8, d_sae=32, k=2), dm, tmp_path, **kw)
+    with pytest.raises(ConfigError, match="does not match"):
+        train_sae(dict(architecture="batchtopk", d_in=8, d_sae=32, k=2), dm, tmp_path, **kw)

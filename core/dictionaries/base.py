@@ -42,6 +42,7 @@ class DictionaryConfig:
     jumprelu_init_threshold: float = 1e-3
     jumprelu_bandwidth: float = 1e-3
     jumprelu_preact_coefficient: float = 0.0
+    jumprelu_threshold_lr: float | None = None
     matryoshka_prefixes: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1.0 / 32
@@ -197,6 +198,11 @@ class Dictionary(nn.Module, ABC):
     def reconstruction_loss(x_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Squared error summed over features, averaged over the batch."""
         return (x_hat.float() - y.float()).pow(2).sum(-1).mean()
+
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Parameter groups for the optimiser; architectures with parameters on another scale
+        (JumpReLU's thresholds) give those their own learning rate."""
+        return [{"params": list(self.parameters()), "lr": lr}]
 
     @torch.no_grad()
     def post_step(self) -> None:

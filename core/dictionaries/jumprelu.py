@@ -91,6 +91,16 @@ class JumpReLUSAE(Dictionary):
                                  "threshold_mean": self.threshold.detach().mean()},
                           fired=on.sum(0), reconstruction=x_hat, latents=f)
 
+    def optimizer_groups(self, lr: float) -> list[dict]:
+        """Thresholds live on the scale of single pre-activations; Adam moves every parameter by
+        about ``lr`` per step whatever its scale, so a learning rate fit for the weights can
+        push thresholds past all activations in a few steps. ``jumprelu_threshold_lr`` sets theirs."""
+        t_lr = self.cfg.jumprelu_threshold_lr
+        if t_lr is None:
+            return super().optimizer_groups(lr)
+        rest = [p for n, p in self.named_parameters() if n != "threshold"]
+        return [{"params": rest, "lr": lr}, {"params": [self.threshold], "lr": float(t_lr)}]
+
     @torch.no_grad()
     def post_step(self) -> None:
         super().post_step()

@@ -111,7 +111,7 @@ class DictionaryModule(L.LightningModule):
         self.sae.post_step()
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.sae.parameters(), lr=self.lr, betas=self.betas)
+        opt = torch.optim.Adam(self.sae.optimizer_groups(self.lr), lr=self.lr, betas=self.betas)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_lambda(step, total_steps=self.total_steps,
                                         warmup_steps=self.warmup_steps,

@@ -117,6 +117,24 @@ def build_trainer(trainer_cfg: dict[str, Any], out_dir: Path, max_steps: int,
     )
 
 
+def check_checkpoint(path: Path, module: DictionaryModule) -> None:
+    """A checkpoint from another architecture or size cannot be resumed: say so plainly."""
+    from core.errors import DataError
+
+    if not path.exists():
+        raise DataError("checkpoint to resume from does not exist", path=str(path),
+                        fix="pass an existing Lightning .ckpt, or none to start fresh")
+    saved = torch.load(path, map_location="cpu", weights_only=False).get("state_dict", {})
+    ours = module.state_dict()
+    mismatch = sorted(set(saved) ^ set(ours)) + sorted(
+        k for k in set(saved) & set(ours) if tuple(saved[k].shape) != tuple(ours[k].shape))
+    if mismatch:
+        raise ConfigError(f"checkpoint does not match this dictionary ({module.sae.cfg.architecture}, "
+                          f"d_sae={module.sae.cfg.d_sae}); differing tensors: {mismatch[:6]}",
+                          path=str(path),
+                          fix="train into a new out_dir, or delete its checkpoints/ to start over")
+
+
 def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: str | Path, *,
               trainer_cfg: dict[str, Any] | None = None, total_tokens: int, lr: float | None = None,
               batch_size: int | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
@@ -152,6 +170,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     if ckpt_path is None and (out_dir / "checkpoints" / "last.ckpt").exists():
         ckpt_path = out_dir / "checkpoints" / "last.ckpt"
         log.info("resuming from %s", ckpt_path)
+    if ckpt_path is not None:
+        check_checkpoint(Path(ckpt_path), module)
     has_val = getattr(datamodule, "n_val_tokens", 1) > 0
     if not has_val:
         trainer.limit_val_batches = 0
