@@ -363,7 +363,12 @@ def test_stacking_stores_sharded_differently(tmp_path):
         ActivationDataModule([tmp_path / "a", tmp_path / "c"])
 
 
-@pytest.mark.parametrize("damage", ["checksum", "nan", "sae_shape"])
+@pytest.mark.parametrize("damage", [
+    "checksum",
+    # Each run starts the whole command (~10 s of CPU); the library tests above cover these fast.
+    pytest.param("nan", marks=pytest.mark.slow),
+    pytest.param("sae_shape", marks=pytest.mark.slow),
+])
 def test_cli_evaluate_on_corrupt_shard_exits_with_one_message(tmp_path, damage):
     """The command, not just the library: a corrupt shard (or one holding NaN, with a matching
     checksum) passed to a stage gives one message naming the shard and the fix, exit status 2,
