@@ -1,0 +1,328 @@
+"""Training speed, memory and quality against SAELens, dictionary_learning and sparsify, in one run.
+
+    bash bench/peers/setup.sh                 # once: the peers' own venv (torch stays 2.13.0)
+    python bench/peer_benchmark.py            # prints the table (about 20 minutes on 2 CPUs)
+    python bench/peer_benchmark.py --steps 4 --d-sae 4608 --reps 1   # a quick look
+
+Every library trains the same architecture on the same cached activations: SmolLM2-135M's
+residual stream (d_in 576, ``blocks.15.hook_resid_post``) harvested by sparsescope from
+real English text (docstrings of the Python standard library, read from its sources), for
+the same number of tokens at batch 4096, fp32 on the CPU. Each (library, configuration)
+runs in its own subprocess so peak memory is its own; runs are interleaved A B C D A B C D
+so that drift of the machine cancels; tokens/s is the median over repetitions. FVU is
+measured on held-out tokens of the same store after training.
+
+What each library runs is its own training step: sparsify's ``SparseCoder.forward`` with
+its default optimiser (sign-SGD in a schedule-free wrapper) and its decoder-gradient
+projection; dictionary_learning's ``TopKTrainer.update`` / ``StandardTrainer.update``;
+SAELens's ``training_forward_pass`` with Adam and gradient clipping as its trainer does;
+ours is ``core.training.train_sae`` (Lightning, the full training path). Warm-ups are set
+to zero for every library so that FVU after a short run compares like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_PY = ROOT / "bench" / "peers" / ".venv" / "bin" / "python"
+HOOK = "blocks.15.hook_resid_post"
+LIBS = ("sparsescope", "sparsify", "dictionary_learning", "sae_lens")
+RELU_L1 = {"sparsescope": 5.0, "dictionary_learning": 5.0, "sae_lens": 5.0}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ---------------------------------------------------------------- data
+
+def stdlib_paragraphs(limit: int) -> list[str]:
+    """Real English prose available offline: module and function docstrings of the stdlib."""
+    out: list[str] = []
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(lib.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 200:
+                    out.append(" ".join(doc.split())[:1200])
+                    if len(out) >= limit:
+                        return out
+    return out
+
+
+def prepare(cache: Path, n_tokens: int) -> Path:
+    """Harvest (once) and return a safetensors file of activations [n, 576], shuffled."""
+    from safetensors.torch import load_file, save_file
+
+    out = cache / f"peer_bench_{HOOK}_{n_tokens}.safetensors"
+    if out.exists():
+        return out
+    from core.adapters import load_adapter
+    from core.harvest import harvest
+    from core.samples import Sample
+    from core.store import ActivationStore
+
+    texts = stdlib_paragraphs(4000)
+    adapter = load_adapter(ROOT / "conf" / "model" / "smollm2.yaml")
+    samples = [Sample(f"doc{i}", t) for i, t in enumerate(texts)]
+    est = int(n_tokens / 200) + 50  # ~200 tokens per paragraph; harvest stops when enough
+    with tempfile.TemporaryDirectory() as tmp:
+        harvest(adapter, samples[:est], [HOOK], tmp, batch_tokens=4096)
+        acts = ActivationStore(Path(tmp) / HOOK).load(columns=("acts",))["acts"]
+    g = torch.Generator().manual_seed(0)
+    acts = acts[torch.randperm(acts.shape[0], generator=g)][:n_tokens].contiguous()
+    save_file({"acts": acts}, str(out))
+    return out if load_file(str(out))["acts"].shape[0] == acts.shape[0] else out
+
+
+# ---------------------------------------------------------------- workers
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+def run_sparsescope(arch, d_sae, k, train, batch, steps):
+    import lightning as L
+
+    from core.training import train_sae
+
+    class Memory(L.LightningDataModule):
+        batch_size = batch
+        n_val_tokens = 0
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(train[:steps * batch], batch_size=batch, shuffle=False)
+
+        def val_dataloader(self):
+            return []
+
+    cfg = {"architecture": arch, "d_in": train.shape[1], "d_sae": d_sae}
+    cfg.update({"k": k} if arch == "topk" else {"l1_coefficient": RELU_L1["sparsescope"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch,
+                                 init_tokens=batch, save=False, warmup_steps=0,
+                                 trainer_cfg={"logger": "none", "enable_progress_bar": False,
+                                              "accelerator": "cpu", "checkpoint_every_n_steps": 10**9})
+    def predict(x):
+        with torch.no_grad():
+            f = sae.eval().encode(x)
+            return sae.decode(f), float((f > 0).float().sum(1).mean())
+    return predict, summary["seconds"]
+
+
+def run_sparsify(arch, d_sae, k, train, batch, steps):
+    from schedulefree import ScheduleFreeWrapper
+    from sparsify import SparseCoder, SparseCoderConfig
+    from sparsify.sign_sgd import SignSGD
+
+    if arch != "topk":
+        return None, None
+    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=d_sae, k=k), device="cpu")
+    lr = 5e-3 / (d_sae / 2**14) ** 0.5
+    opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=lr), momentum=0.95)
+    opt.train()
+    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        x = train[i * batch:(i + 1) * batch]
+        if i == 0:
+            sae.b_dec.data = x.mean(0)
+            sae.set_decoder_norm_to_unit_norm()
+        out = sae(x, dead_mask=since_fired > 10_000_000)
+        (out.fvu + out.auxk_loss / 32).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        since_fired += x.shape[0]
+        since_fired[out.latent_indices.flatten().unique()] = 0
+    seconds = time.perf_counter() - t0
+    opt.eval()
+
+    def predict(x):
+        with torch.no_grad():
+            return sae(x).sae_out, float(k)
+    return predict, seconds
+
+
+def _import_dictionary_learning():
+    """Load its trainers without the package ``__init__``, which imports nnsight for buffers."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("dictionary_learning")
+    pkg = types.ModuleType("dictionary_learning")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules["dictionary_learning"] = pkg
+    from dictionary_learning.trainers.standard import StandardTrainer
+    from dictionary_learning.trainers.top_k import TopKTrainer
+    return TopKTrainer, StandardTrainer
+
+
+def run_dictionary_learning(arch, d_sae, k, train, batch, steps):
+    TopKTrainer, StandardTrainer = _import_dictionary_learning()
+    common = dict(steps=steps, activation_dim=train.shape[1], dict_size=d_sae, layer=15, lm_name="smollm2",
+                  device="cpu", seed=0, warmup_steps=0)
+    if arch == "topk":
+        trainer = TopKTrainer(k=k, threshold_start_step=0, **common)
+    else:
+        trainer = StandardTrainer(l1_penalty=RELU_L1["dictionary_learning"], sparsity_warmup_steps=None,
+                                  lr=1e-4, **common)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        trainer.update(i, train[i * batch:(i + 1) * batch])
+    seconds = time.perf_counter() - t0
+
+    def predict(x):
+        with torch.no_grad():
+            f = trainer.ae.encode(x)
+            return trainer.ae.decode(f), float((f > 0).float().sum(1).mean())
+    return predict, seconds
+
+
+def run_sae_lens(arch, d_sae, k, train, batch, steps):
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    common = dict(d_in=train.shape[1], d_sae=d_sae, dtype="float32", device="cpu")
+    if arch == "topk":
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=k, **common))
+    else:
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=RELU_L1["sae_lens"], **common))
+    opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (d_sae / 2**14) ** 0.5 if arch == "topk" else 1e-4)
+    coeffs = {name: c.value if hasattr(c, "value") else c for name, c in sae.get_coefficients().items()}
+    since_fired = torch.zeros(d_sae)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        x = train[i * batch:(i + 1) * batch]
+        sae.train()
+        out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs,
+                                                       dead_neuron_mask=since_fired > 1000,
+                                                       n_training_steps=i, is_logging_step=False))
+        with torch.no_grad():
+            since_fired += 1
+            since_fired[out.feature_acts.bool().any(0)] = 0
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    seconds = time.perf_counter() - t0
+
+    def predict(x):
+        sae.eval()
+        with torch.no_grad():
+            f = sae.encode(x)
+            return sae.decode(f), float((f > 0).float().sum(1).mean())
+    return predict, seconds
+
+
+def worker(args) -> dict:
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    acts = load_file(args.data)["acts"]
+    n_train = args.steps * args.batch
+    train, held = acts[:n_train], acts[n_train:n_train + args.eval_tokens]
+    base = _rss_mb()
+    fn = {"sparsescope": run_sparsescope, "sparsify": run_sparsify,
+          "dictionary_learning": run_dictionary_learning, "sae_lens": run_sae_lens}[args.lib]
+    predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps)
+    if predict is None:
+        return {"lib": args.lib, "skipped": f"{args.lib} has no {args.arch} SAE"}
+    peak = _rss_mb() - base
+    x_hat, l0 = predict(held)
+    return {"lib": args.lib, "tokens_per_s": n_train / seconds, "seconds": seconds,
+            "peak_mb": peak, "fvu": fvu(held, x_hat), "l0": l0}
+
+
+# ---------------------------------------------------------------- orchestration
+
+def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
+    py = sys.executable if lib == "sparsescope" else str(PEERS_PY)
+    cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
+           "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
+           "--data", str(args.data), "--eval-tokens", str(args.eval_tokens)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"lib": lib, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--d-sae", type=int, nargs="*", default=[4608, 18432])
+    p.add_argument("--arch", nargs="*", default=["topk", "relu"])
+    p.add_argument("--libs", nargs="*", default=list(LIBS))
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--eval-tokens", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--lib", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.arch, args.d_sae = args.arch[0], args.d_sae[0]
+        print(json.dumps(worker(args)))
+        return
+    if not PEERS_PY.exists():
+        sys.exit("peers' environment missing: run `bash bench/peers/setup.sh` first")
+    sys.path.insert(0, str(ROOT))
+    from core.cache import cache_dir
+
+    args.data = prepare(cache_dir(), args.steps * args.batch + args.eval_tokens)
+    print(f"# {time.strftime('%Y-%m-%d')} | {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}"
+          f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens, batch {args.batch}, k {args.k}")
+    print(f"{'arch':5s} {'d_sae':>6s} {'library':20s} {'tokens/s':>9s} {'peak MB':>8s} {'FVU':>7s} "
+          f"{'L0':>6s} {'ours/peer':>9s}")
+    for arch in args.arch:
+        for d_sae in args.d_sae:
+            runs: dict[str, list[dict]] = {lib: [] for lib in args.libs}
+            for _ in range(args.reps):
+                for lib in args.libs:
+                    runs[lib].append(run_one(lib, args, d_sae, arch))
+            rows = {}
+            for lib, rs in runs.items():
+                good = [r for r in rs if "tokens_per_s" in r]
+                if not good:
+                    rows[lib] = rs[-1]
+                    continue
+                rows[lib] = {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in good),
+                             "peak_mb": max(r["peak_mb"] for r in good), "fvu": good[-1]["fvu"],
+                             "l0": good[-1].get("l0")}
+            ours = rows.get("sparsescope", {}).get("tokens_per_s")
+            for lib, r in rows.items():
+                if "tokens_per_s" not in r:
+                    print(f"{arch:5s} {d_sae:6d} {lib:20s} {r.get('skipped') or r.get('error')}")
+                    continue
+                ratio = f"{ours / r['tokens_per_s']:.2f}x" if ours and lib != "sparsescope" else ""
+                l0 = f"{r['l0']:.1f}" if r.get("l0") is not None else "-"
+                print(f"{arch:5s} {d_sae:6d} {lib:20s} {r['tokens_per_s']:9.0f} {r['peak_mb']:8.0f} "
+                      f"{r['fvu']:7.3f} {l0:>6s} {ratio:>9s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
