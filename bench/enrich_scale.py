@@ -188,6 +188,10 @@ def main() -> None:
     print(f"speed-up of the engine over the loop: {t_loop / t_fast:.0f}x wall, {c_loop / c_fast:.0f}x CPU; "
           f"target < 120 s and < 4 GB: {'met' if t_fast < 120 and fast_peak < 4 else 'NOT met'} "
           f"(load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"process peak RSS {maxrss:.2f} GB in all (synthetic data, both engine runs and the loop's dense "
+          f"subsample); 'peak GB' above is the growth during each run, and the neuron run reuses memory the "
+          f"allocator already holds from the first")
     n_planted = int((res.best["f1_test"] > 0.9).sum())
     print(f"concepts with test F1 > 0.9: {n_planted} of {res.summary['n_concepts_scored']} scored "
           f"(a quarter, {args.concepts // 4}, were planted on features of their own)")
