@@ -54,6 +54,16 @@ def pack_batches(samples: Sequence[Sample], order: Sequence[int], start: int, ba
     return spans
 
 
+def samples_fingerprint(samples: Sequence[Sample]) -> str:
+    """sha256 over the samples' ids and texts, so a resume never mixes two inputs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.id}\t{s.text}\n".encode())
+    return h.hexdigest()
+
+
 def keep_mask(batch: Batch, positions: PositionRule, drop_special: bool) -> torch.Tensor:
     """[B, T] bool: the tokens to store."""
     real = batch.attention_mask.bool()
@@ -102,8 +112,18 @@ def harvest(adapter: ModelAdapter, samples: Sequence[Sample], hooks: Sequence[st
     vocab = getattr(getattr(adapter, "tokenizer", None), "id_to_token", None)
     if vocab is not None:
         store_meta["vocab"] = list(vocab)
+    store_meta["samples_sha256"] = samples_fingerprint(samples)
     writers = {}
     for h in hooks:
+        root = out_dir / h
+        if (root / "manifest.json").exists():
+            from core.store import read_manifest
+
+            before = read_manifest(root).get("meta", {}).get("samples_sha256")
+            if before not in (None, store_meta["samples_sha256"]):
+                raise ConfigError("cannot resume: this store was harvested from different samples",
+                                  path=str(root / "manifest.json"),
+                                  fix="use a new output directory, or delete this store to start over")
         writers[h] = ShardWriter(out_dir / h, model=adapter.name, hook=h, d=int(adapter.d_model), dtype=dtype,
                                  shard_tokens=shard_tokens, meta=store_meta)
     todo = {h: w for h, w in writers.items() if not w.complete}

@@ -525,3 +525,12 @@ def test_harvest_stage_from_fasta(tmp_path):
     cfg.harvest.fasta = str(tmp_path / "missing.fa")
     with pytest.raises(DataError, match="does not exist"):
         run(cfg, tmp_path / "run2")
+
+
+def test_harvest_refuses_to_resume_with_other_samples(esm_adapter, tmp_path):
+    from core.harvest import harvest
+
+    harvest(esm_adapter, SEQS, ["blocks.0.hook_resid_post"], tmp_path, progress=False)
+    harvest(esm_adapter, SEQS, ["blocks.0.hook_resid_post"], tmp_path, progress=False)  # complete: a no-op
+    with pytest.raises(ConfigError, match="different samples"):
+        harvest(esm_adapter, SEQS[:2], ["blocks.0.hook_resid_post"], tmp_path, progress=False)
