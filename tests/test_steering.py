@@ -260,3 +260,10 @@ def test_fluency_is_geometric_mean_perplexity_of_scored_tokens():
 
     assert fluency(Scorer(), ["a", "b", "c"], ["x y", "z", ""]) == pytest.approx(4.0)
     assert math.isnan(fluency(Scorer(), ["a"], [""]))
+
+
+def test_probe_regularisation_chosen_inside_training_rows():
+    x, y = _planted(n=200)
+    groups = np.arange(150) // 2
+    r = linear_probe(x[:150], y[:150], x[150:], y[150:], C=[0.001, 0.1, 1.0], groups_train=groups)
+    assert r.C in (0.1, 1.0) and r.accuracy > 0.95

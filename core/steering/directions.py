@@ -8,6 +8,7 @@ concept is at a layer (Zhao et al. 2024 for knowledge conflicts).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,15 +100,41 @@ class ProbeResult:
     n_test: int
     n_nonzero: int
     coef: np.ndarray
+    C: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "auroc": self.auroc, "n_train": self.n_train,
-                "n_test": self.n_test, "n_nonzero": self.n_nonzero}
+                "n_test": self.n_test, "n_nonzero": self.n_nonzero, "C": self.C}
+
+
+def _choose_C(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], penalty: str, seed: int,
+              groups: Any = None, folds: int = 4) -> float:
+    """Regularisation strength by cross-validation inside the training rows only (grouped when
+    groups are given, so paired examples never straddle an inner fold)."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if groups is not None and len(set(groups)) >= folds:
+        splitter, kw = GroupKFold(n_splits=folds), {"groups": np.asarray(groups)}
+    else:
+        n_min = int(min(np.bincount(y)))
+        splitter, kw = StratifiedKFold(n_splits=max(2, min(folds, n_min)), shuffle=True, random_state=seed), {}
+    best, best_score = float(Cs[0]), -np.inf
+    for c in Cs:
+        pipe = make_pipeline(StandardScaler(), _logreg(penalty, float(c), seed))
+        score = float(np.mean(cross_val_score(pipe, x, y, cv=splitter, scoring="roc_auc", **kw)))
+        if score > best_score + 1e-9:
+            best, best_score = float(c), score
+    return best
 
 
 def linear_probe(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, penalty: str = "l1",
-                 C: float = 1.0, seed: int = 0) -> ProbeResult:
-    """Fit a (standardised) logistic-regression probe on train rows; accuracy and AUROC on test rows."""
+                 C: float | Sequence[float] = 1.0, seed: int = 0, groups_train: Any = None) -> ProbeResult:
+    """Fit a (standardised) logistic-regression probe on train rows; accuracy and AUROC on test rows.
+
+    ``C`` may be a list: the value is then chosen by cross-validation within the train rows.
+    """
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
@@ -116,9 +143,11 @@ def linear_probe(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *, penalt
     yte = np.asarray(y_test).astype(int).reshape(-1)
     if len(yte) != len(xte) or len(yte) == 0:
         raise DataError(f"{len(yte)} test labels for {len(xte)} test examples")
+    if not isinstance(C, (int, float)):
+        C = _choose_C(xtr, ytr, list(C), penalty, seed, groups_train)
     sc = StandardScaler().fit(xtr)
-    clf = _logreg(penalty, C, seed).fit(sc.transform(xtr), ytr)
+    clf = _logreg(penalty, float(C), seed).fit(sc.transform(xtr), ytr)
     z = sc.transform(xte)
     acc = float((clf.predict(z) == yte).mean())
     auroc = float(roc_auc_score(yte, clf.decision_function(z))) if len(np.unique(yte)) == 2 else float("nan")
-    return ProbeResult(acc, auroc, len(xtr), len(xte), int((clf.coef_ != 0).sum()), clf.coef_[0].copy())
+    return ProbeResult(acc, auroc, len(xtr), len(xte), int((clf.coef_ != 0).sum()), clf.coef_[0].copy(), float(C))

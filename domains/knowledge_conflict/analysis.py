@@ -36,7 +36,8 @@ def split_by_group(groups: Sequence[str], *, test_fraction: float = 0.3, seed: i
 
 def probe_curve(adapter: Any, samples: Sequence[Sample], labels: Sequence[int], groups: Sequence[str], *,
                 sites: Sequence[str] = ("resid", "mlp_out", "attn_out"), layers: Sequence[int] | None = None,
-                test_fraction: float = 0.3, seed: int = 0, C: float = 0.1, batch_size: int = 16,
+                test_fraction: float = 0.3, seed: int = 0,
+                C: float | Sequence[float] = (0.01, 0.1, 1.0, 10.0), batch_size: int = 16,
                 acts: dict[str, torch.Tensor] | None = None) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
     """Held-out accuracy and AUROC of an L1 probe per (layer, site); also returns the activations."""
     layers = list(range(adapter.n_layers)) if layers is None else list(layers)
@@ -45,10 +46,11 @@ def probe_curve(adapter: Any, samples: Sequence[Sample], labels: Sequence[int], 
         acts = last_token_activations(adapter, samples, list(hooks.values()), batch_size=batch_size)
     y = np.asarray(labels, dtype=int)
     test = split_by_group(groups, test_fraction=test_fraction, seed=seed)
+    g_train = np.asarray(groups)[~test]
     rows = []
     for (layer, site), hook in hooks.items():
         x = acts[hook].numpy()
-        r = linear_probe(x[~test], y[~test], x[test], y[test], penalty="l1", C=C, seed=seed)
+        r = linear_probe(x[~test], y[~test], x[test], y[test], penalty="l1", C=C, seed=seed, groups_train=g_train)
         rows.append({"layer": int(layer), "site": site, "hook": hook, **r.as_dict()})
     return pd.DataFrame(rows), acts
 
