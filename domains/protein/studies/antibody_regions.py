@@ -207,8 +207,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "sae_training": {k: train_summary.get(k) for k in ("steps", "tokens", "seconds", "dead_frac")}
                             | {"fvu": (train_summary.get("metrics") or {}).get("val/fvu")},
         }
-        if isinstance(summary.get("sample_level"), dict):
-            res["sequence_labels"] = summary["sample_level"]
+        seq = sequence_label_auroc(summary)
+        if seq:
+            res["sequence_labels_auroc"] = seq
         per_layer[f"layer{layer}"] = res
         write_json(out / "results.json", res)
 
@@ -229,6 +230,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "report": str(run_dir / "report.html"),
     }
     return results
+
+
+def sequence_label_auroc(summary: dict) -> dict[str, dict[str, float]]:
+    """Per sequence label (chain, V family, isotype): the best single latent's / neuron's AUROC
+    at telling labelled chains from the rest by their per-chain maximum activation."""
+    out: dict[str, dict[str, float]] = {}
+    for basis, labels in (summary.get("sample_level") or {}).items():
+        if not isinstance(labels, dict):
+            continue
+        for label, sides in labels.items():
+            best = sides.get("True") if isinstance(sides, dict) else None
+            if isinstance(best, dict) and best.get("auroc") is not None:
+                out.setdefault(label, {})[f"{basis}_auroc"] = round(float(best["auroc"]), 3)
+    return out
 
 
 def _best_layers(per_layer: dict[str, Any]) -> dict[str, Any]:
