@@ -313,7 +313,16 @@ def _tiny_adapter(tmp_path):
     return CausalLMAdapter(LlamaForCausalLM(cfg), hf_tok, name="tiny", device="cpu", batch_size=2)
 
 
-def test_prefix_cache_matches_full_forward_with_and_without_steering(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread than on oversubscribed OpenMP threads of a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_prefix_cache_matches_full_forward_with_and_without_steering(tmp_path, one_thread):
     from core.steering import AddDirection
     from domains.personality.prefix_cache import common_prefix_length, shared_prefix_logprobs
 
@@ -335,3 +344,29 @@ def test_prefix_cache_matches_full_forward_with_and_without_steering(tmp_path):
     assert not torch.allclose(full, full_s, atol=1e-3)
     df = score_queries(adapter, queries, hook=hook, intervention=steer)
     assert np.allclose(df[[f"p_{x}" for x in LETTERS]].sum(1), 1.0)
+
+
+# ---------------------------------------------------------------- end to end on SmolLM2 (slow)
+
+@pytest.mark.slow
+def test_case_study_runs_end_to_end_on_smollm2(tmp_path):
+    """A reduced case study (two traits, three questions) writes every headline section."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "core.cli", "case_study=personality", f"hydra.run.dir={out}",
+           "case_study.traits=[O,E]", "case_study.personas.n_questions=3", "case_study.sae.total_tokens=20000",
+           "case_study.steer.strengths=[4.0]", "case_study.steer.fluency_questions=1"]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).parent.parent, timeout=3000)
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["inventory"]) == {"O", "E"}
+    for v in res["inventory"].values():
+        assert 1.0 <= v["mean"] <= 5.0 and v["std"] >= 0 and abs(v["position_bias_gap"]) <= 4.0
+    assert set(res["monitor"]["per_trait"]) == {"O", "E"}
+    assert {"persona_vector", "prompt"} <= set(res["steering"])
+    for method in res["steering"].values():
+        for row in method.values():
+            assert {"score_shift", "off_target_shift", "fluency"} <= set(row)
+    assert (out / "report.html").stat().st_size > 10_000

@@ -3,7 +3,7 @@
 An inventory asks 40 statements under the same persona, scale and instructions; only the
 statement (a dozen tokens of a hundred) differs. The common token prefix of the group is
 run once with the model's KV cache and every prompt then runs only its own suffix
-(right-padded, read at its last real token), which is exact for a causal model and about
+(left-padded after the prefix, only the last column's logits computed), which is exact for a causal model and about
 five times cheaper on a CPU.
 
 A steering intervention is applied here by a forward hook on the hooked module, called as
@@ -93,21 +93,24 @@ def shared_prefix_logprobs(adapter: Any, prompts: Sequence[str], *, batch_size: 
             suffixes = [r[n_pre:] for r in chunk]
             width = max(len(s) for s in suffixes)
             b = len(chunk)
+            # suffixes are left-padded after the prefix, so every row ends at the last column and
+            # only that column's logits are computed; padding is masked and positions stay exact
             ids = torch.full((b, width), int(adapter.pad_id), dtype=torch.long)
             mask = torch.zeros((b, n_pre + width), dtype=torch.long)
             mask[:, :n_pre] = 1
+            pos = torch.zeros((b, width), dtype=torch.long)
             for i, s in enumerate(suffixes):
-                ids[i, :len(s)] = torch.as_tensor(s)
-                mask[i, n_pre:n_pre + len(s)] = 1
-            pos = (n_pre + torch.arange(width))[None].expand(b, width)
+                k = len(s)
+                ids[i, width - k:] = torch.as_tensor(s)
+                mask[i, n_pre + width - k:] = 1
+                pos[i, width - k:] = n_pre + torch.arange(k)
             cache = None
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 if b > 1:
                     cache.batch_repeat_interleave(b)
             res = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                        past_key_values=cache, use_cache=cache is not None)
-            last = torch.as_tensor([len(s) - 1 for s in suffixes])
-            logits = res.logits[torch.arange(b), last.to(res.logits.device)].float()
+                        past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+            logits = res.logits[:, -1].float()
             out[start:start + b] = F.log_softmax(logits, dim=-1).cpu()
     return out
