@@ -67,3 +67,30 @@ def test_gene_calls_and_paired_ids():
     assert parse_gene_calls("IGKV1D-33*01_IGKJ4*01")["v_family"] == "IGKV1"
     assert parse_gene_calls("IGHV4-39*01_IGHJ5*02_IGHD")["isotype"] == "IgD"
     assert parse_paired_id("pIgGen_797733") == {}
+
+
+def test_region_concepts_for_the_case_study():
+    import pandas as pd
+
+    from domains.protein.records import ProteinRecord
+    from domains.protein.studies.antibody_regions import chain_labels, region_concepts
+
+    seq = "QVQLAAC"
+    n = from_anarcii(seq, {"numbering": [((1, " "), "Q"), ((2, " "), "V"), ((26, " "), "Q"), ((27, " "), "L"),
+                                         ((60, " "), "A"), ((111, "A"), "A"), ((112, " "), "C")],
+                           "chain_type": "K", "score": 25.0, "query_start": 0, "error": None})
+    recs = [ProteinRecord("a_L", seq, meta={"chain": "kappa", "v_family": "IGKV1"}),
+            ProteinRecord("b_L", seq, meta={"chain": "lambda", "v_family": "IGLV1"})]
+    rc = region_concepts([n, n], include_amino_acids=True, records=recs)
+    tokens = pd.DataFrame({"sample": [0] * 7 + [1] * 7, "position": list(range(7)) * 2})
+    cm = rc.matrix(tokens)
+    def rows(name):
+        return cm.values[:, cm.names.index(name)].toarray().ravel()
+    assert rows("IMGT:FR1")[:7].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert rows("IMGT:CDR3")[:7].tolist() == [0, 0, 0, 0, 0, 1, 1]
+    cdr_any = rows("IMGT:CDR_any")[:7]
+    assert (cdr_any > 0).tolist() == [False, False, False, True, True, True, True]
+    assert len({cdr_any[3], cdr_any[4], cdr_any[5]}) == 3  # each CDR its own instance
+    assert rows("aa:C")[:7].tolist() == [0, 0, 0, 0, 0, 0, 1]
+    labels = chain_labels(recs, min_count=1)
+    assert labels["chain=kappa"].tolist() == [True, False]
