@@ -268,13 +268,16 @@ def test_scr_recovers_a_planted_spurious_feature():
     out = scr.run_scr(torch.tensor(acts, dtype=torch.float32), torch.ones(n, t), occ, gen,
                       sae=_SignSAE(d), top_ns=(2, 5))
     base = out["base"]
+    assert base["chosen_direction"] == "ablate_gender"
     assert base["oracle_occupation_acc"] - base["biased_probe_occupation_acc"] > 0.2
-    sae2 = next(r for r in out["rows"] if r["method"] == "sae" and r["n"] == 2)
+    sae2 = next(r for r in out["rows"] if r["method"] == "sae" and r["n"] == 2
+                and r["direction"] == "ablate_gender")
     assert set(sae2["features"]) == {1, d + 1}
     assert sae2["scr"] > 0.8
     assert abs(sae2["gender_probe_acc"] - 0.5) < 0.1          # gender gone, as SHIFT reports
     assert sae2["oracle_occupation_acc"] > 0.8                # occupation kept
-    rand2 = next(r for r in out["rows"] if r["method"] == "sae_random" and r["n"] == 2)
+    rand2 = next(r for r in out["rows"] if r["method"] == "sae_random" and r["n"] == 2
+                 and r["direction"] == "ablate_gender")
     assert rand2["scr"] < sae2["scr"]
 
 

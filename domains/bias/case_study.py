@@ -133,6 +133,9 @@ def enrichment(sae: Any, store: Any, adapter: Any, texts: list[Sample], run_dir:
     from core.enrich import run_enrichment
     from domains.bias.concepts import annotate
 
+    done = run_dir / "enrich" / "enrichment_summary.json"
+    if done.exists():
+        return read_json(done)
     cm, labels = annotate(adapter, texts)
     cm.save(run_dir / "concepts")
     splits = {i: _split_of(str(s.meta.get("pair", s.id))) for i, s in enumerate(texts)}
@@ -278,14 +281,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             held_out[r["method"]] = {"bias_metric": r["behaviour"], "fluency": r["fluency"],
                                      "stereotype_gap": r.get("stereotype_gap"), "mean_diff": r.get("mean_diff"),
                                      "strength": r["strength"], "n": r["n"]}
-    scr_by_n = {}
+    chosen_dir = scr_res["base"]["chosen_direction"]
+    scr_by_dir: dict[str, dict[str, dict[str, Any]]] = {}
     for r in scr_res["rows"]:
-        scr_by_n.setdefault(r["method"], {})[str(r["n"])] = r["scr"]
+        scr_by_dir.setdefault(r["direction"], {}).setdefault(r["method"], {})[str(r["n"])] = r["scr"]
     results = {
         "bias": {"overall": bias["overall"], "per_occupation": bias["per_occupation"]},
         "benchmarks": bench,
-        "scr": {"per_n": scr_by_n.get("sae", {}), "baselines": {k: v for k, v in scr_by_n.items() if k != "sae"},
-                "base": scr_res["base"]},
+        "scr": {"per_n": scr_by_dir.get(chosen_dir, {}).get("sae", {}), "direction": chosen_dir,
+                "ablate_gender": scr_by_dir.get("ablate_gender", {}),
+                "ablate_occupation": scr_by_dir.get("ablate_occupation", {}), "base": scr_res["base"]},
         "steering": held_out,
         "gender_features": {"top": top, "effect": [float(effect[j]) for j in top], "readouts": readouts},
         "enrichment": _jsonable(enrich_summary),

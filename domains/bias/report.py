@@ -32,11 +32,12 @@ def _scr_figure(rows: list[dict[str, Any]]):
 
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for method, sub in df[df["method"] != "diffmean_projection"].groupby("method"):
-        ax.plot(sub["n"], sub["scr"].astype(float), marker="o", label=method)
-    dm = df[df["method"] == "diffmean_projection"]
-    if len(dm) and dm["scr"].notna().any():
-        ax.axhline(float(dm["scr"].iloc[0]), ls="--", color="gray", label="DiffMean projection")
+    for (direction, method), sub in df[df["method"] != "diffmean_projection"].groupby(["direction", "method"]):
+        ax.plot(sub["n"], sub["scr"].astype(float), marker="o", label=f"{direction}: {method}",
+                ls="-" if direction == "ablate_gender" else ":")
+    for _direction, dm in df[df["method"] == "diffmean_projection"].groupby("direction"):
+        if dm["scr"].notna().any():
+            ax.axhline(float(dm["scr"].iloc[0]), ls="--", color="gray", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("ablated units (N)")
     ax.set_ylabel("normalised SCR")
@@ -90,7 +91,10 @@ def write_report(run_dir: Path, results: dict[str, Any], *, prof: pd.DataFrame, 
     b = results["scr"]["base"]
     rep.text(f"Biased occupation probe on the balanced test set: {b['biased_probe_occupation_acc']:.3f}; "
              f"oracle probe: {b['oracle_occupation_acc']:.3f}; gender probe: {b['gender_probe_acc']:.3f}. "
-             "SCR = (A_ablated - A_base) / (A_oracle - A_base).")
+             "SCR = (A_ablated - A_base) / (A_oracle - A_base). Direction ablate_gender scores the biased "
+             "probe on occupation after ablating gender units; ablate_occupation scores it on gender after "
+             f"ablating occupation units; SAEBench reports the direction where the probe starts worse: "
+             f"{b.get('chosen_direction')}. SCR is undefined (blank) where A_oracle = A_base.")
     rep.figure(_scr_figure(scr_rows), "scr", "Normalised SCR against the number of ablated units.")
     rep.table([{k: v for k, v in r.items() if k != "features"} for r in scr_rows])
 

@@ -150,8 +150,9 @@ def run_scr(acts: torch.Tensor, mask: torch.Tensor, occupation: Sequence[int], g
             C: float = 1.0) -> dict[str, Any]:
     """The SCR experiment on token activations of biographies (``acts [N,T,d]``, ``mask [N,T]``).
 
-    ``occupation`` and ``gender`` are 0/1 per text. Returns base/oracle accuracies, one row per
-    (method, N) and the selected features, in plain JSON-able types.
+    ``occupation`` and ``gender`` are 0/1 per text. Returns base/oracle accuracies (with the
+    direction SAEBench would report), one row per (direction, method, N) and the selected
+    features, in plain JSON-able types.
     """
     occ, gen = np.asarray(occupation, dtype=int), np.asarray(gender, dtype=int)
     if acts.shape[0] != len(occ) or len(occ) != len(gen):
@@ -172,36 +173,53 @@ def run_scr(acts: torch.Tensor, mask: torch.Tensor, occupation: Sequence[int], g
             "n_train_biased": int(len(tr_b)), "n_train_balanced": int(len(tr_bal)), "n_test": int(len(te))}
 
     te_acts, te_mask = acts[te], mask[te]
-
-    def score(method: str, n: int | None, fn: Any, chosen: list[int]) -> dict[str, Any]:
-        x = _edited_pooled(fn, te_acts, te_mask)
-        a = biased.accuracy(x, occ[te])
-        return {"method": method, "n": n, "scr": scr_score(a, a_base, a_oracle), "biased_probe_occupation_acc": a,
-                "gender_probe_acc": gender_probe.accuracy(x, gen[te]),
-                "oracle_occupation_acc": oracle.accuracy(x, occ[te]), "features": chosen}
+    # direction 1 ablates gender units and scores the biased probe on occupation; direction 2
+    # ablates occupation units and scores it on gender. SAEBench reports the direction in which
+    # the biased probe starts worse (the attribute it neglected), since only there can ablation help.
+    directions = {
+        "ablate_gender": {"eval": occ, "oracle": oracle, "rank_labels": gen, "rank_probe": gender_probe},
+        "ablate_occupation": {"eval": gen, "oracle": gender_probe, "rank_labels": occ, "rank_probe": oracle},
+    }
+    for dd in directions.values():
+        dd["a_base"] = biased.accuracy(x_te, dd["eval"][te])
+        dd["a_oracle"] = dd["oracle"].accuracy(x_te, dd["eval"][te])
+    base["chosen_direction"] = min(directions, key=lambda k: (directions[k]["a_base"], k != "ablate_gender"))
 
     rows = []
     rng = np.random.default_rng(seed)
-    if sae is not None:
-        # ranking uses the balanced training texts only, never the test set
-        eff = sae_feature_effects(sae, acts[tr_bal], mask[tr_bal], gen[tr_bal], gender_probe.direction)
-        for n in top_ns:
-            chosen = top_n(eff, n)
-            rows.append(score("sae", n, AblateFeatures(sae, chosen, positions="all"), chosen))
-        if "random" in baselines:
+    for dname, dd in directions.items():
+        y_eval = dd["eval"][te]
+
+        def score(method: str, n: int | None, fn: Any, chosen: list[int], dd=dd, dname=dname, y_eval=y_eval
+                  ) -> dict[str, Any]:
+            x = _edited_pooled(fn, te_acts, te_mask)
+            a = biased.accuracy(x, y_eval)
+            return {"direction": dname, "method": method, "n": n, "scr": scr_score(a, dd["a_base"], dd["a_oracle"]),
+                    "biased_probe_acc": a, "a_base": dd["a_base"], "a_oracle": dd["a_oracle"],
+                    "gender_probe_acc": gender_probe.accuracy(x, gen[te]),
+                    "oracle_occupation_acc": oracle.accuracy(x, occ[te]), "features": chosen}
+
+        lab, probe = dd["rank_labels"][tr_bal], dd["rank_probe"]
+        if sae is not None:
+            # ranking uses the balanced training texts only, never the test set
+            eff = sae_feature_effects(sae, acts[tr_bal], mask[tr_bal], lab, probe.direction)
             for n in top_ns:
-                chosen = sorted(rng.choice(sae.W_dec.shape[0], size=min(n, sae.W_dec.shape[0]), replace=False).tolist())
-                rows.append(score("sae_random", n, AblateFeatures(sae, chosen, positions="all"), chosen))
-    if "neurons" in baselines:
-        eff_n = neuron_effects(pooled[tr_bal], gen[tr_bal], gender_probe.direction)
-        for n in top_ns:
-            if n > pooled.shape[1]:
-                continue
-            chosen = top_n(eff_n, n)
-            rows.append(score("neurons", n, _ZeroNeurons(chosen), chosen))
-    if "diffmean" in baselines:
-        d = diffmean_direction(pooled[tr_bal][gen[tr_bal] == 1], pooled[tr_bal][gen[tr_bal] == 0])
-        rows.append(score("diffmean_projection", 1, ProjectOut(d, positions="all"), []))
+                chosen = top_n(eff, n)
+                rows.append(score("sae", n, AblateFeatures(sae, chosen, positions="all"), chosen))
+            if "random" in baselines:
+                for n in top_ns:
+                    chosen = sorted(rng.choice(sae.W_dec.shape[0], size=min(n, sae.W_dec.shape[0]),
+                                               replace=False).tolist())
+                    rows.append(score("sae_random", n, AblateFeatures(sae, chosen, positions="all"), chosen))
+        if "neurons" in baselines:
+            eff_n = neuron_effects(pooled[tr_bal], lab, probe.direction)
+            for n in top_ns:
+                if n <= pooled.shape[1]:
+                    chosen = top_n(eff_n, n)
+                    rows.append(score("neurons", n, _ZeroNeurons(chosen), chosen))
+        if "diffmean" in baselines:
+            d = diffmean_direction(pooled[tr_bal][lab == 1], pooled[tr_bal][lab == 0])
+            rows.append(score("diffmean_projection", 1, ProjectOut(d, positions="all"), []))
     for r in rows:
         for k, v in r.items():
             if isinstance(v, float) and math.isnan(v):
