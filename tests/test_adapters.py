@@ -43,6 +43,20 @@ def _tiny_causal(kind: str, folder):
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                           bos_token_id=1, eos_token_id=2, pad_token_id=0)
         model = LlamaForCausalLM(cfg)
+    elif kind == "qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        cfg = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = Qwen2ForCausalLM(cfg)
+    elif kind == "gemma":
+        from transformers import GemmaConfig, GemmaForCausalLM
+
+        cfg = GemmaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = GemmaForCausalLM(cfg)
     else:
         cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=4, n_positions=128,
                          bos_token_id=1, eos_token_id=2)
@@ -534,3 +548,19 @@ def test_harvest_refuses_to_resume_with_other_samples(esm_adapter, tmp_path):
     harvest(esm_adapter, SEQS, ["blocks.0.hook_resid_post"], tmp_path, progress=False)  # complete: a no-op
     with pytest.raises(ConfigError, match="different samples"):
         harvest(esm_adapter, SEQS[:2], ["blocks.0.hook_resid_post"], tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma"])
+def test_other_causal_families(family, tmp_path):
+    folder = _tiny_causal(family, tmp_path)
+    adapter = load_adapter({"_target_": "core.adapters.causal_lm.load_causal_lm", "name_or_path": str(folder),
+                            "device": "cpu"})
+    batch = adapter.tokenize(PROMPTS)
+    hidden = _hidden_states(adapter, batch)
+    acts = adapter.capture(batch, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+    real = _real(batch)
+    for i in (0, 1):
+        torch.testing.assert_close(acts[f"blocks.{i}.hook_resid_post"][real], hidden[i + 1][real], rtol=0, atol=1e-6)
+    clean = adapter.forward(batch)
+    with adapter.intervene("blocks.1.hook_mlp_out", Splice(_IdentitySAE(32, 32))):
+        assert torch.equal(adapter.forward(batch), clean)
