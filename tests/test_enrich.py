@@ -182,6 +182,11 @@ def test_q_values_match_statsmodels_and_p_matches_fisher_exact():
         tab = [[r.tp, r.n_fire - r.tp], [r.n_pos - r.tp, r.n_tokens - r.n_fire - r.n_pos + r.tp]]
         assert r.p == pytest.approx(fisher_exact(tab, alternative="greater")[1], rel=1e-6)
     assert res.table[res.table.split == "valid"]["p"].isna().all()
+    # the whole (concept, feature) family: same p-values, larger family, q never smaller
+    wide = run(tokens, cm, X, splits, top_k=6, fdr_family="all")
+    tw = wide.table[wide.table.split == "test"]
+    np.testing.assert_allclose(tw["p"].to_numpy(), t["p"].to_numpy())
+    assert (tw["q"].to_numpy() >= t["q"].to_numpy() - 1e-15).all()
 
 
 def test_auroc_matches_sklearn_on_raw_activation():
@@ -206,6 +211,16 @@ def test_sample_level_labels_rank_the_planted_feature():
     assert top["feature"] in (3, 7)   # both fire only in motif samples
     assert top["auroc"] == pytest.approx(1.0) and top["mi_bits"] > 0.5
     assert res.summary["sample_level"]["sae"]["has_motif"]["yes"]["auroc"] == pytest.approx(1.0)
+
+
+def test_sample_reduce_last_uses_the_last_token():
+    tokens, cm, X, splits = planted()
+    res = run(tokens, cm, X, splits, sample_reduce="last")
+    b = res.bases["sae"]
+    smp, pos = tokens["sample"].to_numpy(), tokens["position"].to_numpy()
+    for i, s in enumerate(b.sample_ids[:10]):
+        last = np.flatnonzero(smp == s)[np.argmax(pos[smp == s])]
+        np.testing.assert_allclose(b.sample_act[i].toarray().ravel(), X[last])
 
 
 def test_bad_inputs_are_refused_or_skipped_with_counts():
