@@ -63,6 +63,10 @@ def test_row_index_joins_by_sample_and_position():
     cm = ConceptMatrix(sp.csr_matrix((len(tokens), 2), dtype=np.int32), CONCEPTS, tokens)
     rows = cm.row_index([1, 2, 0, 5], [3, 11, 0, 0])
     assert rows[3] == -1
+    # kept special tokens have negative positions; they must not collide with other samples
+    special = pd.DataFrame({"sample": [0, 1, 1], "position": [-1, -1, 0]})
+    cm2 = ConceptMatrix(sp.csr_matrix((3, 2), dtype=np.int32), CONCEPTS, special)
+    assert list(cm2.row_index([1, 0, 0], [-1, -1, 0])) == [1, 0, -1]
     for r, (s, p) in zip(rows[:3], [(1, 3), (2, 11), (0, 0)], strict=True):
         assert tuple(tokens.iloc[r]) == (s, p)
 

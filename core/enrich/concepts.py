@@ -301,8 +301,12 @@ class ConceptMatrix:
         return cls(values, concepts, tokens)
 
 
+_POS_OFFSET = 1 << 23
+
+
 def _pack(sample: np.ndarray, position: np.ndarray) -> np.ndarray:
-    return (np.asarray(sample, dtype=np.int64) << 24) + np.asarray(position, dtype=np.int64)
+    """One int64 key per (sample, position); positions may be negative (kept special tokens)."""
+    return (np.asarray(sample, dtype=np.int64) << 24) + (np.asarray(position, dtype=np.int64) + _POS_OFFSET)
 
 
 def _normalise_concepts(df: pd.DataFrame) -> pd.DataFrame:
@@ -339,6 +343,6 @@ def _normalise_tokens(df: pd.DataFrame) -> pd.DataFrame:
     df = df.reset_index(drop=True).copy()
     df["sample"] = df["sample"].astype(np.int64)
     df["position"] = df["position"].astype(np.int64)
-    if len(df) and (df["position"].min() < 0 or df["position"].max() >= (1 << 24)):
-        raise DataError("token positions must lie in [0, 2**24)", fix="check the token table")
+    if len(df) and (df["position"].min() < -_POS_OFFSET or df["position"].max() >= _POS_OFFSET):
+        raise DataError("token positions must lie in [-2**23, 2**23)", fix="check the token table")
     return df
