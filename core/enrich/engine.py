@@ -142,6 +142,8 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
     for name, src in sources.items():
         b = bases[name]
         cards = _card_features(b, keep, n_cards) if n_cards else []
+        if not len(pairs_by_basis[name]) and not cards:
+            continue
         aur = _detail_pass(b, src, concepts, lookup, wanted, pairs_by_basis[name], cards, n_contexts,
                            auroc_bins, progress).assign(basis=name)
         auroc_parts.append(aur)
@@ -198,7 +200,7 @@ def _count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted
             m = code == w
             if not m.any():
                 continue
-            Xs = X[m] if sp.issparse(X) else X[m]
+            Xs = X[m]
             smp = ch["sample"][m]
             seg, starts, sids = sample_segments(smp)
             norm, smax = normalise_by_sample_max(Xs, seg, starts)
