@@ -266,7 +266,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         rows = read_json(st_path)
     else:
         sc = cs.steer
-        rows = run_debias(adapter, hook, prompts, sae=sae, ranking=ranking, direction=direction, layer=int(cs.layer),
+        keep = int(sc.get("templates_per_role") or 0)
+        steer_prompts = [p for p in prompts if not keep or p.meta["template_index"] < keep]
+        rows = run_debias(adapter, hook, steer_prompts, sae=sae, ranking=ranking, direction=direction, layer=int(cs.layer),
                           feature_counts=tuple(sc.feature_counts), add_strengths=tuple(sc.add_strengths),
                           instruction=str(sc.instruction), max_fluency_ratio=sc.get("max_fluency_ratio"),
                           seed=int(cfg.get("seed") or 0), fluency_prompts=int(sc.fluency_prompts),

@@ -192,7 +192,8 @@ def pronoun_prompts(occupations: Mapping[str, str] | Sequence[str] | None = None
                 male, female = PRONOUN_PAIRS[role]
                 out.append(Sample(id=f"pp-{role}{ti}-{occupation}", text=_fill(t, occupation),
                                   meta={"occupation": occupation, "stereotype": stereo, "role": role,
-                                        "template": f"{role}{ti}", "male": male, "female": female}))
+                                        "template": f"{role}{ti}", "template_index": ti, "male": male,
+                                        "female": female}))
     return out
 
 
