@@ -145,6 +145,18 @@ def enrichment(sae: Any, store: Any, adapter: Any, texts: list[Sample], run_dir:
     return summary
 
 
+def gender_enrichment(enrich_dir: Path) -> list[dict[str, Any]]:
+    """Best latent and best neuron per gender concept on the test split, from the enrichment table."""
+    path = enrich_dir / "enrichment_best.tsv"
+    if not path.exists():
+        return []
+    best = pd.read_csv(path, sep="\t")
+    wanted = ["male_word", "female_word", "male_name", "female_name", "gendered", "occupation_word"]
+    cols = [c for c in ("concept", "basis", "feature", "threshold", "f1_test", "precision_test", "recall_test",
+                        "auroc_test") if c in best.columns]
+    return _jsonable(best[best["concept"].isin(wanted)][cols].to_dict("records"))
+
+
 def gender_readouts(pairs_ta: TextActivations, sae: Any, ranking: np.ndarray, direction: torch.Tensor,
                     pair_split: np.ndarray) -> list[dict[str, Any]]:
     """How well one number separates male from female counterfactual sentences on held-out pairs:
@@ -295,7 +307,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "ablate_occupation": scr_by_dir.get("ablate_occupation", {}), "base": scr_res["base"]},
         "steering": held_out,
         "gender_features": {"top": top, "effect": [float(effect[j]) for j in top], "readouts": readouts},
-        "enrichment": _jsonable(enrich_summary),
+        "enrichment": {"gender_concepts": gender_enrichment(run_dir / "enrich"),
+                       "n_concepts_scored": _jsonable(enrich_summary).get("n_concepts_scored")},
         "hook": hook,
         "timings_s": timer.steps,
     }

@@ -81,11 +81,8 @@ def write_report(run_dir: Path, results: dict[str, Any], *, prof: pd.DataFrame, 
         rep.heading("Concept enrichment (shared engine)")
         rep.text("Per-concept best latent and best neuron on held-out texts; the full table is enrich/enrichment.tsv.",
                  muted=True)
-        rows = enr.get("concepts") if isinstance(enr.get("concepts"), list) else None
-        if rows:
-            rep.table(rows)
-        else:
-            rep.table([{"key": k, "value": str(v)[:200]} for k, v in enr.items()])
+        if enr.get("gender_concepts"):
+            rep.table(enr["gender_concepts"], caption="Gender concepts: best SAE latent and best neuron (test split)")
 
     rep.heading("Spurious correlation removal (SCR)")
     b = results["scr"]["base"]
