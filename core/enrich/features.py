@@ -107,7 +107,7 @@ class _StoreSource:
         if len(n) > 1:
             raise ShapeError(f"the stores hold different token counts {sorted(n)}",
                              path=str(self.stores[0].root), fix="use stores harvested from the same samples")
-        if len({tuple(s.shard_tokens) for s in self.stores}) > 1:
+        if len({tuple(int(e["n_tokens"]) for e in s.manifest["shards"]) for s in self.stores}) > 1:
             raise ShapeError("the stores are cut into shards differently", path=str(self.stores[0].root),
                              fix="harvest the hooks together (one harvest call) so their shards line up")
         self.chunk_tokens = int(chunk_tokens)
