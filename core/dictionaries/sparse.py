@@ -10,7 +10,10 @@ touches only the selected rows/columns of the weights:
 - decoder backward: the weight gradient is again an embedding bag, with the roles of
   batch rows and latents swapped (latents are the bags, batch rows the "embeddings");
 - encoder backward (``gather_preactivation``): the gradient reaches only the selected
-  encoder columns, computed the same way.
+  encoder columns, computed the same way. When the encoder subtracts ``b_dec`` from a
+  raw input that needs no gradient, ``b_dec``'s gradient is the matrix-vector product
+  ``-W_enc @ grad_b_enc`` (the per-token input gradient summed over tokens), so neither the
+  ``[batch, d_in]`` input gradient nor a transposed copy of ``W_enc`` is built.
 
 Only the encoder forward (choosing the top k needs every pre-activation) stays dense.
 """
@@ -123,25 +126,30 @@ class _SparseDecode(torch.autograd.Function):
 
 class _GatherPreactivation(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, pre, active):  # noqa: N803
+    def forward(ctx, x, center, W_enc, b_enc, values, active):  # noqa: N803
         ctx.active = active
-        ctx.save_for_backward(x, W_enc)
-        return pre[active.rows, active.cols]
+        xc = x if center is None else x - center
+        ctx.save_for_backward(xc, W_enc)
+        return values.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        x, W_enc = ctx.saved_tensors
+        xc, W_enc = ctx.saved_tensors
         active = ctx.active
         grad = grad.contiguous()
-        grad_x = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_W = _scatter_rows(active, grad, x.to(W_enc.dtype)).t()
-        if ctx.needs_input_grad[2]:
+        grad_x = grad_center = grad_W = grad_b = None
+        need_x, need_center = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_x:
+            grad_xc = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(xc.dtype)
+            grad_x = grad_xc
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             grad_b = torch.zeros(active.n_cols, dtype=grad.dtype, device=grad.device)
             grad_b.index_add_(0, active.cols, grad)
-        return grad_x, grad_W, grad_b, None, None
+        if need_center:
+            grad_center = -(grad_x.sum(0) if need_x else W_enc @ grad_b.to(W_enc.dtype))
+        if ctx.needs_input_grad[2]:
+            grad_W = _scatter_rows(active, grad, xc.to(W_enc.dtype)).t()
+        return grad_x, grad_center, grad_W, (grad_b if ctx.needs_input_grad[3] else None), None, None
 
 
 def sparse_decode(values: torch.Tensor, W_dec: torch.Tensor, active: ActiveSet) -> torch.Tensor:  # noqa: N803
@@ -150,7 +158,14 @@ def sparse_decode(values: torch.Tensor, W_dec: torch.Tensor, active: ActiveSet) 
 
 
 def gather_preactivation(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,  # noqa: N803
-                         pre: torch.Tensor, active: ActiveSet) -> torch.Tensor:
-    """Values of ``x @ W_enc + b_enc`` at the active coordinates, taken from the already
-    computed (detached) ``pre``, with a backward that touches only the active columns."""
-    return _GatherPreactivation.apply(x, W_enc, b_enc, pre.detach(), active)
+                         pre: torch.Tensor, active: ActiveSet, *,
+                         center: torch.Tensor | None = None) -> torch.Tensor:
+    """Values of ``(x - center) @ W_enc + b_enc`` at the active coordinates, taken from the
+    already computed (detached) ``pre`` (the full ``[n_rows, n_cols]`` matrix, or the values
+    at the active coordinates in ``active``'s order), with a backward that touches only the
+    active columns. ``center`` (``b_dec`` for plain SAEs) is subtracted from ``x`` inside,
+    so that its gradient comes from a matrix-vector product instead of a per-token gradient.
+    """
+    pre = pre.detach()
+    values = pre if pre.dim() == 1 else pre[active.rows, active.cols]
+    return _GatherPreactivation.apply(x, center, W_enc, b_enc, values, active)
