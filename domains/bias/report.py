@@ -39,6 +39,9 @@ def _scr_figure(rows: list[dict[str, Any]]):
         if dm["scr"].notna().any():
             ax.axhline(float(dm["scr"].iloc[0]), ls="--", color="gray", lw=0.8)
     ax.set_xscale("log")
+    ns = sorted(int(n) for n in df["n"].dropna().unique() if n and n > 1)
+    ax.minorticks_off()
+    ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("ablated units (N)")
     ax.set_ylabel("normalised SCR")
     ax.axhline(0, color="k", lw=0.6)
