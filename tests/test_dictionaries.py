@@ -68,6 +68,17 @@ def test_batchtopk_mean_l0_is_k_and_threshold_is_used_at_inference():
     assert torch.equal(f_eval != 0, pre > sae.threshold)
 
 
+def test_batchtopk_token_warmup_selects_per_token_then_per_batch():
+    sae = make("batchtopk", k=3, batchtopk_token_warmup=0.5)
+    sae.b_enc.data.fill_(10.0)
+    x = torch.randn(40, 16)
+    out = sae.loss(x, progress=0.1)
+    assert out.terms["l0"].item() == pytest.approx(3.0)
+    assert int(sae.threshold_updates) == 0
+    sae.loss(x, progress=0.9)
+    assert int(sae.threshold_updates) == 1
+
+
 def test_jumprelu_threshold_moves_under_training():
     sae = make("jumprelu", jumprelu_init_threshold=0.5, jumprelu_bandwidth=0.5, l0_coefficient=1.0,
                sparsity_warmup=0.0)

@@ -51,6 +51,7 @@ class DictionaryConfig:
     skip_connection: bool = False
     sparse_decode: bool = True
     threshold_decay: float = 0.99
+    batchtopk_token_warmup: float = 0.0
     sparsity_warmup: float = 0.05
     k_anneal_from: int | None = None
     k_anneal_fraction: float = 0.1

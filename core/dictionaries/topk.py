@@ -86,6 +86,7 @@ class TopKFamily(Dictionary):
         y = self.flatten_target(x, target)
         xc = self.centered_input(x)
         k = self.current_k(progress)
+        self.progress = progress
         if self.cfg.sparse_decode:
             with torch.no_grad():
                 pre = xc @ self.W_enc + self.b_enc
