@@ -72,9 +72,14 @@ def _tsv_cached(path: Path, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
 
 
 def _split_of(question_index: int, n_questions: int) -> str:
-    """Split answers by question, so test answers come from questions never used for selection."""
-    frac = (question_index + 0.5) / n_questions
-    return "train" if frac < 0.6 else ("valid" if frac < 0.8 else "test")
+    """Split answers by question (last question test, the one before valid, the rest train), so
+    held-out answers come from questions never used to select a feature."""
+    if n_questions < 3:
+        raise ConfigError(f"feature enrichment needs at least 3 neutral questions (train/valid/test), got {n_questions}",
+                          fix="set case_study.personas.n_questions >= 3")
+    if question_index == n_questions - 1:
+        return "test"
+    return "valid" if question_index == n_questions - 2 else "train"
 
 
 def load_items(cs: DictConfig) -> list[Item]:
