@@ -243,3 +243,46 @@ def test_behaviour_function_labels_and_steers(tiny):
     steered = beh(AddDirection(torch.randn(32) * 50, 1.0, positions="last"), samples)
     answers = [r["answer"] for r in beh.log]
     assert len(answers) == 6 and answers[:3] != answers[3:] and np.isfinite(steered["behaviour"])
+
+
+@pytest.mark.slow
+def test_case_study_runs_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch):
+    """Every step on a tiny random Llama; answers are relabelled alternately so both behaviour
+    groups exist (a random model knows no facts and copies no contexts)."""
+    from omegaconf import OmegaConf
+
+    import domains.knowledge_conflict.behaviour as beh_mod
+    import domains.knowledge_conflict.case_study as cs
+
+    monkeypatch.setenv("SPARSESCOPE_CACHE", str(tmp_path / "cache"))
+    examples = [e for e in builtin_examples() if e.meta["relation"] == "symbol"][:12]
+    for e in examples:
+        e.question = e.question.lower()
+    monkeypatch.setattr(cs, "load_examples", lambda kc: examples)
+    monkeypatch.setattr(cs, "memorised_set", lambda adapter, ex, **kw: (ex, {e.id: e.org_answer[0] for e in ex}))
+
+    def alternate(samples, answers):
+        return ["memory" if hash(s.id) % 2 else "context" for s in samples]
+
+    monkeypatch.setattr(cs, "label_answers", alternate)
+    monkeypatch.setattr(beh_mod, "label_answers", alternate)
+    import core.adapters
+
+    monkeypatch.setattr(core.adapters, "load_adapter", lambda cfg: tiny)
+    study = OmegaConf.load("conf/case_study/knowledge_conflict.yaml")
+    steer = OmegaConf.merge(OmegaConf.load("conf/steer/default.yaml"), study.steer)
+    cfg = OmegaConf.create({"seed": 0, "model": {}, "kc": study.kc, "steer": steer})
+    cfg.steer.layer = 2
+    cfg.steer.strengths = {"diffmean": [1.0, 2.0], "probe": [1.0], "spare": [1.0, 2.0]}
+    cfg.kc.max_facts = None
+    cfg.kc.min_group = 2
+    cfg.kc.probe.layer_stride = 2
+    cfg.kc.sae.update({"d_sae": 64, "k": 4, "aux_k": 8, "last_tokens": 8, "batch_size": 64, "total_tokens": 2048})
+    res = cs.run(cfg, tmp_path / "run")
+    assert set(res["probe"]) == {"resid", "mlp_out", "attn_out"} and set(res["probe"]["resid"]) == {0, 2}
+    for task in ("to_memory", "to_context"):
+        got = res["steering"][task]
+        assert {"none", "diffmean", "probe", "spare"} <= set(got)
+        assert all(0 <= got[m]["memory_rate"] <= 1 for m in ("none", "diffmean", "spare"))
+    assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "sae" / "cfg.json").exists()
+    assert res["timings_s"]["total"] > 0
