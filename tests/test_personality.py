@@ -370,3 +370,40 @@ def test_case_study_runs_end_to_end_on_smollm2(tmp_path):
         for row in method.values():
             assert {"score_shift", "off_target_shift", "fluency"} <= set(row)
     assert (out / "report.html").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- concepts and steering summary
+
+def test_persona_concepts_mark_response_and_prompt_tokens():
+    from core.samples import Sample
+    from domains.personality.concepts import persona_concepts, sample_labels
+
+    samples = [Sample("O_high_0|q0", "x", {"trait": "O", "pole": "high", "persona": "O_high_0", "n_prompt_tokens": 3}),
+               Sample("O_low_0|q0", "y", {"trait": "O", "pole": "low", "persona": "O_low_0", "n_prompt_tokens": 2}),
+               Sample("default|q0", "z", {"trait": "none", "pole": "none", "persona": "default", "n_prompt_tokens": 2})]
+    tokens = pd.DataFrame({"sample": [0] * 5 + [1] * 4 + [2] * 3, "position": list(range(5)) + list(range(4)) + list(range(3))})
+    cm = persona_concepts(samples, tokens)
+    dense = pd.DataFrame(cm.values.toarray() > 0, columns=cm.names)
+    assert dense["prompt"].tolist() == [1, 1, 1, 0, 0] + [1, 1, 0, 0] + [1, 1, 0]
+    assert (dense["response"] == ~dense["prompt"]).all()
+    assert dense["O_high@response"].tolist() == [0, 0, 0, 1, 1] + [0] * 7
+    assert dense["O_low@response"].sum() == 2
+    labels = sample_labels(samples)
+    assert labels["trait_pole"].tolist() == ["O_high", "O_low", "none"]
+
+
+def test_steering_summary_reports_shift_off_target_and_fluency_ratio():
+    from domains.personality.steering import summarise_steering
+
+    base = {"split": "score", "trait": "E", "n": 20, "strength": None}
+    scores = {"O": 3.0, "C": 3.0, "E": 3.0, "A": 3.0, "N": 3.0}
+    rows = [{**base, "method": "none", "behaviour": 3.0, "fluency": 4.0, **{f"score_{t}": v for t, v in scores.items()}},
+            {**base, "method": "persona_vector", "strength": 4.0, "behaviour": 3.5, "fluency": 6.0,
+             **{f"score_{t}": v for t, v in {**scores, "E": 3.5, "O": 3.2, "N": 2.8}.items()}},
+            {**base, "split": "select", "method": "persona_vector", "strength": 8.0, "behaviour": 9.0, "fluency": 1.0,
+             **{f"score_{t}": v for t, v in scores.items()}}]
+    s = summarise_steering(rows)
+    assert len(s) == 1
+    r = s.iloc[0]
+    assert r["shift"] == pytest.approx(0.5) and r["off_target"] == pytest.approx(0.1)
+    assert r["off_target_signed"] == pytest.approx(0.0) and r["fluency_ratio"] == pytest.approx(1.5)
