@@ -14,10 +14,27 @@ from core.dictionaries.sparse import ActiveSet, gather_preactivation, sparse_dec
 from core.errors import ConfigError
 
 
+def dead_topk(pre: torch.Tensor, dead_mask: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """Per token, the indices of the ``k_aux`` largest pre-activations among dead latents.
+
+    When fewer than half the latents are dead only their columns are read (a gather and a
+    narrower top-k) instead of masking the whole ``[batch, d_sae]`` matrix.
+    """
+    dead_mask = dead_mask.to(pre.device)
+    dead_idx = dead_mask.nonzero().squeeze(1)
+    if 2 * dead_idx.numel() < pre.shape[1]:
+        idx = pre.index_select(1, dead_idx).topk(k_aux, dim=-1).indices
+        return dead_idx[idx]
+    return pre.masked_fill(~dead_mask, float("-inf")).topk(k_aux, dim=-1).indices
+
+
 def auxk_loss(sae: Dictionary, xc: torch.Tensor, pre: torch.Tensor, residual: torch.Tensor,
-              dead_mask: torch.Tensor | None) -> torch.Tensor:
+              dead_mask: torch.Tensor | None, *, center: torch.Tensor | None = None) -> torch.Tensor:
     """Gao et al.'s AuxK: dead latents' top ``k_aux`` reconstruct the residual, normalised by
-    the residual's variance. Zero when no latent is dead."""
+    the residual's variance. Zero when no latent is dead.
+
+    ``center``: when given, ``xc`` is the raw input and the sparse kernel subtracts ``center``
+    itself (see ``gather_preactivation``)."""
     zero = residual.new_zeros(())
     if dead_mask is None:
         return zero
@@ -25,13 +42,14 @@ def auxk_loss(sae: Dictionary, xc: torch.Tensor, pre: torch.Tensor, residual: to
     if n_dead == 0:
         return zero
     k_aux = min(sae.cfg.aux_k or max(1, sae.cfg.out_features // 2), n_dead)
-    masked = pre.detach().masked_fill(~dead_mask.to(pre.device), float("-inf"))
-    idx = masked.topk(k_aux, dim=-1).indices
     if sae.cfg.sparse_decode:
+        idx = dead_topk(pre.detach(), dead_mask, k_aux)
         active = ActiveSet.from_topk(idx, sae.cfg.d_sae)
-        vals = torch.relu(gather_preactivation(xc, sae.W_enc, sae.b_enc, pre, active))
+        vals = torch.relu(gather_preactivation(xc, sae.W_enc, sae.b_enc, pre, active, center=center))
         e_hat = sparse_decode(vals, sae.W_dec, active)
     else:
+        masked = pre.detach().masked_fill(~dead_mask.to(pre.device), float("-inf"))
+        idx = masked.topk(k_aux, dim=-1).indices
         f = torch.zeros_like(pre).scatter(-1, idx, torch.relu(pre.gather(-1, idx)))
         e_hat = f @ sae.W_dec
     residual = residual.detach().float()
@@ -84,23 +102,26 @@ class TopKFamily(Dictionary):
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
              dead_mask: torch.Tensor | None = None, progress: float = 1.0) -> LossOutput:
         y = self.flatten_target(x, target)
-        xc = self.centered_input(x)
         k = self.current_k(progress)
         self.progress = progress
+        center = None
         if self.cfg.sparse_decode:
+            xc = self.flatten_input(x).to(self.W_enc.dtype)
+            center = self.b_dec if self.subtracts_b_dec else None
             with torch.no_grad():
-                pre = xc @ self.W_enc + self.b_enc
+                pre = torch.addmm(self.b_enc, xc if center is None else xc - center, self.W_enc)
                 active = self.select(pre, k)
-            vals = torch.relu(gather_preactivation(xc, self.W_enc, self.b_enc, pre, active))
+            vals = torch.relu(gather_preactivation(xc, self.W_enc, self.b_enc, pre, active, center=center))
             f = None
         else:
+            xc = self.centered_input(x)
             pre = xc @ self.W_enc + self.b_enc
             with torch.no_grad():
                 active = self.select(pre.detach(), k)
             vals = torch.relu(pre[active.rows, active.cols])
             f = active.to_dense(vals)
         x_hat, terms = self.reconstruct_terms(y, vals, active, f, self.skip(x))
-        aux = auxk_loss(self, xc, pre, y - x_hat, dead_mask)
+        aux = auxk_loss(self, xc, pre, y - x_hat, dead_mask, center=center)
         loss = terms["recon"] + self.cfg.aux_coefficient * aux
         on = vals.detach() > 0
         fired = torch.bincount(active.cols[on], minlength=self.cfg.d_sae)

@@ -42,8 +42,10 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 class DictionaryModule(L.LightningModule):
     def __init__(self, sae: Dictionary, *, lr: float, total_steps: int, scale: float = 1.0,
                  target_scale: float | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
-                 betas: tuple[float, float] = (0.9, 0.999), dead_after_tokens: int | None = None) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), dead_after_tokens: int | None = None,
+                 fused_optimizer: bool = True) -> None:
         super().__init__()
+        self.fused_optimizer = bool(fused_optimizer)
         self.sae = sae
         self.lr = float(lr)
         self.total_steps = max(1, int(total_steps))
@@ -110,8 +112,24 @@ class DictionaryModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.sae.post_step()
 
+    def use_fused_adam(self) -> bool:
+        """Adam's single-kernel update (same arithmetic as the per-tensor loop, one pass over
+        memory instead of about ten; on a 2-core CPU that is ~5x less optimiser time for an
+        18k-latent SAE). Not with mixed precision plus gradient clipping, which Lightning refuses
+        for optimisers that unscale their own gradients."""
+        if not self.fused_optimizer:
+            return False
+        params = [p for p in self.sae.parameters() if p.requires_grad]
+        if not params or any(p.device.type not in ("cpu", "cuda") or not p.is_floating_point() for p in params):
+            return False
+        trainer = self._trainer
+        if trainer is not None and "mixed" in str(trainer.precision) and (trainer.gradient_clip_val or 0) > 0:
+            return False
+        return True
+
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.sae.optimizer_groups(self.lr), lr=self.lr, betas=self.betas)
+        opt = torch.optim.Adam(self.sae.optimizer_groups(self.lr), lr=self.lr, betas=self.betas,
+                               fused=True if self.use_fused_adam() else None)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_lambda(step, total_steps=self.total_steps,
                                         warmup_steps=self.warmup_steps,
