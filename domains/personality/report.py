@@ -153,6 +153,10 @@ def write_report(run_dir: Path, results: dict[str, Any], *, profile: pd.DataFram
     rep.figure(monitor_figure(monitor, results["monitor"]), "monitor", "Projection vs score, one point per persona")
     rep.table([{"trait": t, **v} for t, v in results["monitor"]["per_trait"].items()],
               caption="Pearson and Spearman correlation across personas")
+    pole = results["monitor"].get("vs_instructed_pole", {})
+    if pole:
+        rep.table([{"trait": t, **v} for t, v in pole.items()],
+                  caption="The same projection against the instructed pole (+1 high, -1 low, 0 other personas)")
 
     rep.heading("5. Trait features (SAE) and the neuron baseline")
     f = results["features"]

@@ -163,5 +163,11 @@ def monitor_correlations(table: pd.DataFrame) -> dict[str, Any]:
     per = {t: correlate(g["projection"], g["score"]) for t, g in table.groupby("trait", sort=False)}
     pear = [v["pearson"] for v in per.values() if not np.isnan(v["pearson"])]
     spear = [v["spearman"] for v in per.values() if not np.isnan(v["spearman"])]
+    # the same projection against the instructed pole (+1 high, -1 low, 0 other personas): does the
+    # monitor read the persona even where the inventory does not register it?
+    pole = {}
+    for t, g in table.groupby("trait", sort=False):
+        sign = np.where(g["persona_trait"] != t, 0.0, np.where(g["persona_pole"] == "high", 1.0, -1.0))
+        pole[t] = correlate(g["projection"], sign)
     return {"per_trait": per, "mean_pearson": float(np.mean(pear)) if pear else float("nan"),
-            "mean_spearman": float(np.mean(spear)) if spear else float("nan")}
+            "mean_spearman": float(np.mean(spear)) if spear else float("nan"), "vs_instructed_pole": pole}
