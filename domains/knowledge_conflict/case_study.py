@@ -153,14 +153,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     examples = load_examples(kc)
     kept_list, closed = memorised_set(adapter, examples, n_shot=int(kc.n_shot), fmt=str(kc.format),
                                       max_new_tokens=int(kc.max_new_tokens))
+    n_known = len(kept_list)
+    known_ids = {ex.id for ex in kept_list}
     if kc.get("max_facts"):
         rng = np.random.default_rng(seed)
         idx = sorted(rng.permutation(len(kept_list))[: int(kc.max_facts)].tolist())
         kept_list = [kept_list[i] for i in idx]
     kept = {ex.id: ex for ex in kept_list}
     rel = pd.Series([ex.meta.get("relation", "") for ex in examples])
-    known = pd.Series([ex.id in kept for ex in examples])
-    memo = {"n_facts": len(examples), "n_memorised": int(sum(ex.id in kept for ex in examples)),
+    known = pd.Series([ex.id in known_ids for ex in examples])
+    memo = {"n_facts": len(examples), "n_memorised": n_known,
             "n_used": len(kept_list),
             "by_relation": {str(r): {"n": int((rel == r).sum()), "known": int(known[rel == r].sum())}
                             for r in sorted(set(rel))}}
