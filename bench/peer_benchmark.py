@@ -44,6 +44,18 @@ LIBS = ("sparsescope", "sparsify", "dictionary_learning", "sae_lens")
 RELU_L1 = {"sparsescope": 5.0, "dictionary_learning": 5.0, "sae_lens": 5.0}
 
 
+def machine(device: str) -> str:
+    """The card or the CPU model, for the table's header."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "CPU"
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -96,11 +108,16 @@ def prepare(cache: Path, n_tokens: int) -> Path:
 
 # ---------------------------------------------------------------- workers
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
-def run_sparsescope(arch, d_sae, k, train, batch, steps):
+def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False):
     import lightning as L
 
     from core.training import train_sae
@@ -121,7 +138,11 @@ def run_sparsescope(arch, d_sae, k, train, batch, steps):
         sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch,
                                  init_tokens=batch, save=False, warmup_steps=0,
                                  trainer_cfg={"logger": "none", "enable_progress_bar": False,
-                                              "accelerator": "cpu", "checkpoint_every_n_steps": 10**9})
+                                              "accelerator": "gpu" if device.startswith("cuda") else "cpu",
+                                              "devices": 1,
+                                              "precision": "bf16-mixed" if bf16 else "32-true",
+                                              "checkpoint_every_n_steps": 10**9})
+
     def predict(x):
         with torch.no_grad():
             f = sae.eval().encode(x)
@@ -129,21 +150,21 @@ def run_sparsescope(arch, d_sae, k, train, batch, steps):
     return predict, summary["seconds"]
 
 
-def run_sparsify(arch, d_sae, k, train, batch, steps):
+def run_sparsify(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False):
     from schedulefree import ScheduleFreeWrapper
     from sparsify import SparseCoder, SparseCoderConfig
     from sparsify.sign_sgd import SignSGD
 
     if arch != "topk":
         return None, None
-    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=d_sae, k=k), device="cpu")
+    sae = SparseCoder(train.shape[1], SparseCoderConfig(num_latents=d_sae, k=k), device=device)
     lr = 5e-3 / (d_sae / 2**14) ** 0.5
     opt = ScheduleFreeWrapper(SignSGD(sae.parameters(), lr=lr), momentum=0.95)
     opt.train()
-    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     t0 = time.perf_counter()
     for i in range(steps):
-        x = train[i * batch:(i + 1) * batch]
+        x = train[i * batch:(i + 1) * batch].to(device)
         if i == 0:
             sae.b_dec.data = x.mean(0)
             sae.set_decoder_norm_to_unit_norm()
@@ -154,12 +175,13 @@ def run_sparsify(arch, d_sae, k, train, batch, steps):
         opt.zero_grad()
         since_fired += x.shape[0]
         since_fired[out.latent_indices.flatten().unique()] = 0
+    _sync(device)
     seconds = time.perf_counter() - t0
     opt.eval()
 
     def predict(x):
         with torch.no_grad():
-            return sae(x).sae_out, float(k)
+            return sae(x.to(device)).sae_out.float().cpu(), float(k)
     return predict, seconds
 
 
@@ -177,10 +199,10 @@ def _import_dictionary_learning():
     return TopKTrainer, StandardTrainer
 
 
-def run_dictionary_learning(arch, d_sae, k, train, batch, steps):
+def run_dictionary_learning(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False):
     TopKTrainer, StandardTrainer = _import_dictionary_learning()
     common = dict(steps=steps, activation_dim=train.shape[1], dict_size=d_sae, layer=15, lm_name="smollm2",
-                  device="cpu", seed=0, warmup_steps=0)
+                  device=device, seed=0, warmup_steps=0)
     if arch == "topk":
         trainer = TopKTrainer(k=k, threshold_start_step=0, **common)
     else:
@@ -188,32 +210,33 @@ def run_dictionary_learning(arch, d_sae, k, train, batch, steps):
                                   lr=1e-4, **common)
     t0 = time.perf_counter()
     for i in range(steps):
-        trainer.update(i, train[i * batch:(i + 1) * batch])
+        trainer.update(i, train[i * batch:(i + 1) * batch].to(device))
+    _sync(device)
     seconds = time.perf_counter() - t0
 
     def predict(x):
         with torch.no_grad():
-            f = trainer.ae.encode(x)
-            return trainer.ae.decode(f), float((f > 0).float().sum(1).mean())
+            f = trainer.ae.encode(x.to(device))
+            return trainer.ae.decode(f).cpu(), float((f > 0).float().sum(1).mean())
     return predict, seconds
 
 
-def run_sae_lens(arch, d_sae, k, train, batch, steps):
+def run_sae_lens(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False):
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    common = dict(d_in=train.shape[1], d_sae=d_sae, dtype="float32", device="cpu")
+    common = dict(d_in=train.shape[1], d_sae=d_sae, dtype="float32", device=device)
     if arch == "topk":
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=k, **common))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=RELU_L1["sae_lens"], **common))
     opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (d_sae / 2**14) ** 0.5 if arch == "topk" else 1e-4)
     coeffs = {name: c.value if hasattr(c, "value") else c for name, c in sae.get_coefficients().items()}
-    since_fired = torch.zeros(d_sae)
+    since_fired = torch.zeros(d_sae, device=device)
     t0 = time.perf_counter()
     for i in range(steps):
-        x = train[i * batch:(i + 1) * batch]
+        x = train[i * batch:(i + 1) * batch].to(device)
         sae.train()
         out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs,
                                                        dead_neuron_mask=since_fired > 1000,
@@ -225,13 +248,14 @@ def run_sae_lens(arch, d_sae, k, train, batch, steps):
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
+    _sync(device)
     seconds = time.perf_counter() - t0
 
     def predict(x):
         sae.eval()
         with torch.no_grad():
-            f = sae.encode(x)
-            return sae.decode(f), float((f > 0).float().sum(1).mean())
+            f = sae.encode(x.to(device))
+            return sae.decode(f).cpu(), float((f > 0).float().sum(1).mean())
     return predict, seconds
 
 
@@ -246,13 +270,17 @@ def worker(args) -> dict:
     base = _rss_mb()
     fn = {"sparsescope": run_sparsescope, "sparsify": run_sparsify,
           "dictionary_learning": run_dictionary_learning, "sae_lens": run_sae_lens}[args.lib]
-    predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    bf16 = bool(args.bf16 and cuda and args.lib == "sparsescope")  # peers keep their fp32 path
+    predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps, args.device, bf16)
     if predict is None:
         return {"lib": args.lib, "skipped": f"{args.lib} has no {args.arch} SAE"}
-    peak = _rss_mb() - base
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb() - base
     x_hat, l0 = predict(held)
     return {"lib": args.lib, "tokens_per_s": n_train / seconds, "seconds": seconds,
-            "peak_mb": peak, "fvu": fvu(held, x_hat), "l0": l0}
+            "peak_mb": peak, "fvu": fvu(held, x_hat.float().cpu()), "l0": l0}
 
 
 # ---------------------------------------------------------------- orchestration
@@ -261,7 +289,8 @@ def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
     py = sys.executable if lib == "sparsescope" else str(PEERS_PY)
     cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
-           "--data", str(args.data), "--eval-tokens", str(args.eval_tokens)]
+           "--data", str(args.data), "--eval-tokens", str(args.eval_tokens), "--device", args.device]
+    cmd += ["--bf16"] if args.bf16 else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -280,6 +309,10 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda[:N]; every library trains on it")
+    p.add_argument("--bf16", action="store_true",
+                   help="on CUDA, also train ours under bf16 autocast (weights, thresholds and norms stay fp32)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lib", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -294,7 +327,8 @@ def main() -> None:
     from core.cache import cache_dir
 
     args.data = prepare(cache_dir(), args.steps * args.batch + args.eval_tokens)
-    print(f"# {time.strftime('%Y-%m-%d')} | {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}"
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {machine(args.device)}, torch {torch.__version__}, "
+          f"threads {args.threads}{', ours bf16 autocast' if args.bf16 else ''}"
           f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens, batch {args.batch}, k {args.k}")
     print(f"{'arch':5s} {'d_sae':>6s} {'library':20s} {'tokens/s':>9s} {'peak MB':>8s} {'FVU':>7s} "
           f"{'L0':>6s} {'ours/peer':>9s}")
