@@ -3,7 +3,8 @@
 A feature that carries a persona should fire while the model *speaks* in character, not
 merely while it reads the instruction, so the trait-and-pole concepts are laid on the
 response tokens only ("O_high@response": every response token of a sample answered under
-a high-openness persona; each sample one instance, so recall counts answers).
+a high-openness persona). Recall counts tokens: with one held-out question per split there
+is one answer per persona, too few instances to count answers.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def persona_concepts(samples: Sequence[Sample], tokens: pd.DataFrame):
     names = concept_names(traits)
     table = pd.DataFrame({
         "name": names,
-        "kind": ["token", "token"] + ["instance"] * (len(names) - 2),
+        "kind": "token",
         "source": "personality",
         "group": ["segment", "segment"] + [n.split("@")[0].split("_")[0] for n in names[2:]],
     })
