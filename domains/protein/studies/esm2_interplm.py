@@ -48,10 +48,16 @@ INTERPLM_PUBLISHED = {"sae_features_max": 2548, "sae_concepts_max": 143, "neuron
 
 def load_proteins(data: DictConfig) -> tuple[list[ProteinRecord], dict[str, int]]:
     """Proteins named by ``domain.data`` (checked by an :class:`InputPolicy`); skipped counts."""
+    from omegaconf import OmegaConf
+
     from domains.protein.fasta import read_fasta
     from domains.protein.swissprot import read_swissprot
     from domains.protein.uniprot_tsv import read_uniprot_tsv
 
+    if OmegaConf.is_missing(data, "path") or not data.path:
+        raise ConfigError("domain.data.path is not set: no Swiss-Prot file to read",
+                          fix="download uniprot_sprot.dat.gz (see case_studies/esm2_interplm/README.md) and "
+                              "pass domain.data.path=<file>")
     policy = InputPolicy(on_error=str(data.on_error), max_length=data.get("max_length"),
                          min_length=int(data.get("min_length", 1)))
     readers = {"swissprot": read_swissprot, "uniprot_tsv": read_uniprot_tsv, "fasta": read_fasta}
