@@ -17,19 +17,6 @@ from core.errors import DataError, MissingDependencyError, OfflineError
 T = TypeVar("T")
 
 
-def cache_dir() -> Path:
-    """The project's cache for derived files (``SPARSESCOPE_CACHE`` or ``~/.cache/sparsescope``)."""
-    try:
-        from core.cache import cache_dir as project_cache_dir  # type: ignore[import-not-found]
-
-        return Path(project_cache_dir())
-    except ImportError:
-        root = os.environ.get("SPARSESCOPE_CACHE") or Path.home() / ".cache" / "sparsescope"
-        path = Path(root)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-
 def device_of(spec: str | None) -> torch.device:
     from core.runtime import resolve_device
 

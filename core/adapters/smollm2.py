@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from core.adapters.causal_lm import CausalLMAdapter
-from core.adapters.loading import cache_dir, package_dir
+from core.adapters.loading import package_dir
+from core.cache import cache_dir
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

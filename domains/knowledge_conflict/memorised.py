@@ -22,11 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def _cache_root():
-    try:
-        from core.cache import cache_dir  # type: ignore[import-not-found]
-    except ImportError:
-        from core.adapters.loading import cache_dir
-    return cache_dir() / "knowledge_conflict"
+    from core.cache import cache_dir
+
+    return cache_dir("knowledge_conflict")
 
 
 def closed_book_answers(adapter: Any, examples: list[ConflictExample], *, n_shot: int = 3, fmt: str = "plain",
