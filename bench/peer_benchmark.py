@@ -117,7 +117,7 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
-def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False):
+def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False, lr=None):
     import lightning as L
 
     from core.training import train_sae
@@ -135,7 +135,7 @@ def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=Fals
     cfg = {"architecture": arch, "d_in": train.shape[1], "d_sae": d_sae}
     cfg.update({"k": k} if arch == "topk" else {"l1_coefficient": RELU_L1["sparsescope"]})
     with tempfile.TemporaryDirectory() as tmp:
-        sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch,
+        sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch, lr=lr,
                                  init_tokens=batch, save=False, warmup_steps=0,
                                  trainer_cfg={"logger": "none", "enable_progress_bar": False,
                                               "accelerator": "gpu" if device.startswith("cuda") else "cpu",
@@ -266,7 +266,10 @@ def worker(args) -> dict:
     torch.manual_seed(0)
     acts = load_file(args.data)["acts"]
     n_train = args.steps * args.batch
-    train, held = acts[:n_train], acts[n_train:n_train + args.eval_tokens]
+    held = acts[-args.eval_tokens:]
+    distinct = acts[:acts.shape[0] - args.eval_tokens]
+    # more steps than harvested training tokens: every library cycles through them in the same order
+    train = distinct.repeat(-(-n_train // distinct.shape[0]), 1)[:n_train]
     base = _rss_mb()
     fn = {"sparsescope": run_sparsescope, "sparsify": run_sparsify,
           "dictionary_learning": run_dictionary_learning, "sae_lens": run_sae_lens}[args.lib]
@@ -274,7 +277,8 @@ def worker(args) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     bf16 = bool(args.bf16 and cuda and args.lib == "sparsescope")  # peers keep their fp32 path
-    predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps, args.device, bf16)
+    extra = {"lr": args.lr} if args.lib == "sparsescope" else {}
+    predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps, args.device, bf16, **extra)
     if predict is None:
         return {"lib": args.lib, "skipped": f"{args.lib} has no {args.arch} SAE"}
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb() - base
@@ -290,6 +294,7 @@ def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
     cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
            "--data", str(args.data), "--eval-tokens", str(args.eval_tokens), "--device", args.device]
+    cmd += ["--lr", str(args.lr)] if args.lr else []
     cmd += ["--bf16"] if args.bf16 else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -308,6 +313,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--eval-tokens", type=int, default=8192)
+    p.add_argument("--train-tokens", type=int, default=12288,
+                   help="distinct harvested training tokens (cycled when steps x batch is larger); 0 = no cycling")
+    p.add_argument("--lr", type=float, default=None, help="our learning rate (default: ours, 2e-4/sqrt(d_sae/2^14))")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda[:N]; every library trains on it")
@@ -326,10 +334,12 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from core.cache import cache_dir
 
-    args.data = prepare(cache_dir(), args.steps * args.batch + args.eval_tokens)
+    n_harvest = min(args.steps * args.batch, args.train_tokens or args.steps * args.batch)
+    args.data = prepare(cache_dir(), n_harvest + args.eval_tokens)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {machine(args.device)}, torch {torch.__version__}, "
           f"threads {args.threads}{', ours bf16 autocast' if args.bf16 else ''}"
-          f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens, batch {args.batch}, k {args.k}")
+          f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens"
+          f" ({n_harvest:,} distinct, cycled), batch {args.batch}, k {args.k}, our lr {args.lr or 'default'}")
     print(f"{'arch':5s} {'d_sae':>6s} {'library':20s} {'tokens/s':>9s} {'peak MB':>8s} {'FVU':>7s} "
           f"{'L0':>6s} {'ours/peer':>9s}")
     for arch in args.arch:
