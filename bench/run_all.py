@@ -28,7 +28,7 @@ FULL = {
     "scaling": [],
 }
 QUICK = {
-    "peer": ["--d-sae", "18432", "--steps", "6", "--reps", "2"],
+    "peer": ["--d-sae", "18432", "--steps", "4", "--reps", "1"],
     "harvest": ["--models", "antiberty", "smollm2", "--n", "16", "--repeats", "1"],
     "enrich": [],
     "scaling": ["--d-sae", "4608", "18432", "73728", "--tokens", "100000", "1000000", "--steps", "2"],
