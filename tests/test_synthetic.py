@@ -36,14 +36,15 @@ def test_mmcs_is_one_for_the_truth_and_low_for_noise():
     assert m_rand < 0.8
 
 
-def test_topk_recovers_planted_features_quickly(tmp_path):
+@pytest.mark.parametrize("arch,extra", [("topk", {}), ("batchtopk", {"batchtopk_token_warmup": 0.5})])
+def test_topk_family_recovers_planted_features_quickly(tmp_path, arch, extra):
     toy = ToyModel(d=16, n_features=32, p_active=0.06, seed=3)
     x, _ = toy.sample(256 * 150, seed=0)
-    sae, _ = train_sae(dict(architecture="topk", d_in=16, d_sae=64, k=3, aux_k=8, dead_after_tokens=5000),
+    sae, _ = train_sae(dict(architecture=arch, d_in=16, d_sae=64, k=3, aux_k=8, dead_after_tokens=5000, **extra),
                        TensorDataModule(x, batch_size=256), tmp_path, total_tokens=x.shape[0], lr=1e-2,
                        save=False, trainer_cfg=dict(enable_progress_bar=False, logger="none", accelerator="cpu"))
     m, best = mmcs(sae.W_dec.detach(), toy.directions)
-    assert m > 0.85
+    assert m > 0.9  # measured: topk 0.944, batchtopk 0.928
     assert (best > 0.9).float().mean() > 0.5
 
 
