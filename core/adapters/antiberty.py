@@ -13,8 +13,7 @@ import torch
 from core.adapters.base import Batch
 from core.adapters.hooks import HookSpec
 from core.adapters.loading import device_of, dtype_of, package_dir, quiet_transformers, require_path
-from core.adapters.protein import STANDARD_AA, ProteinAdapter, VocabMap, encoder_hook_specs
-from core.samples import Sample
+from core.adapters.protein import STANDARD_AA, ClsSepFraming, ProteinAdapter, VocabMap, encoder_hook_specs
 
 
 def shipped_antiberty() -> tuple[Path, Path]:
@@ -22,7 +21,7 @@ def shipped_antiberty() -> tuple[Path, Path]:
     return root / "AntiBERTy_md_smooth", root / "vocab.txt"
 
 
-class BertMLMAdapter(ProteinAdapter):
+class BertMLMAdapter(ClsSepFraming, ProteinAdapter):
     """A transformers BERT masked LM over residues with a vocab.txt token map."""
 
     objective = "mlm"
@@ -51,13 +50,6 @@ class BertMLMAdapter(ProteinAdapter):
         self.mask_token_id = self.tokenizer.mask_token_id
         self.alphabet = "".join(c for c in STANDARD_AA if c in self.tokenizer.token_to_id)
         self.setup_inputs(on_unknown=on_unknown, long_sequences=long_sequences, overlap=overlap)
-
-    def residue_ids(self, residues: str) -> list[int]:
-        return [self.tokenizer.token_to_id[c] for c in residues]
-
-    def frame(self, ids: list[int], sample: Sample) -> tuple[list[int], list[int]]:
-        tok = [self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id]
-        return tok, [-1, *range(len(ids)), -1]
 
     def _build_hook_specs(self) -> dict[str, HookSpec]:
         return encoder_hook_specs(self.model.bert.encoder.layer)

@@ -12,11 +12,10 @@ import torch
 from core.adapters.base import Batch
 from core.adapters.hooks import HookSpec
 from core.adapters.loading import device_of, dtype_of, load_or_offline, looks_like_path, quiet_transformers
-from core.adapters.protein import ProteinAdapter, VocabMap, encoder_hook_specs
-from core.samples import Sample
+from core.adapters.protein import ClsSepFraming, ProteinAdapter, VocabMap, encoder_hook_specs
 
 
-class HFESMAdapter(ProteinAdapter):
+class HFESMAdapter(ClsSepFraming, ProteinAdapter):
     objective = "mlm"
 
     def __init__(self, name_or_path: str = "facebook/esm2_t6_8M_UR50D", *, name: str | None = None,
@@ -54,13 +53,6 @@ class HFESMAdapter(ProteinAdapter):
     @property
     def encoder(self):
         return self.model.esm.encoder if self.masked_lm else self.model.encoder
-
-    def residue_ids(self, residues: str) -> list[int]:
-        return [self.tokenizer.token_to_id[c] for c in residues]
-
-    def frame(self, ids: list[int], sample: Sample) -> tuple[list[int], list[int]]:
-        tok = [self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id]
-        return tok, [-1, *range(len(ids)), -1]
 
     def _build_hook_specs(self) -> dict[str, HookSpec]:
         return encoder_hook_specs(self.encoder.layer)

@@ -198,3 +198,15 @@ class ProteinAdapter(TorchHookAdapter):
             positions[r, :len(tok)] = torch.as_tensor(pos)
         index = torch.as_tensor([r[2] for r in rows], dtype=torch.long)
         return Batch(input_ids, mask, positions, index, {"special_mask": positions < 0})
+
+
+class ClsSepFraming:
+    """``[CLS] residues [SEP]`` framing for adapters whose ``tokenizer`` maps residue letters
+    to ids (AntiBERTy, ESM-2 through transformers)."""
+
+    def residue_ids(self, residues: str) -> list[int]:
+        return [self.tokenizer.token_to_id[c] for c in residues]
+
+    def frame(self, ids: list[int], sample: Sample) -> tuple[list[int], list[int]]:
+        tok = [self.tokenizer.cls_token_id, *ids, self.tokenizer.sep_token_id]
+        return tok, [-1, *range(len(ids)), -1]

@@ -176,3 +176,21 @@ def make_splits(records: Sequence[ProteinRecord], *, method: str = "mmseqs", min
     log.info("splits (%s): %s sequences in %d clusters -> %s", method, len(ids), frame["cluster"].nunique(),
              counts)
     return frame
+
+
+def cached_splits(records: Sequence, sp: Mapping, run_dir: str | Path) -> pd.DataFrame:
+    """The split table of ``run_dir/data/splits.tsv`` when it covers exactly ``records``,
+    else a new one from ``make_splits`` with the config ``sp``, written atomically."""
+    from core.io import atomic_path
+
+    path = Path(run_dir) / "data" / "splits.tsv"
+    if path.exists():
+        table = pd.read_csv(path, sep="\t", dtype=str)
+        if set(table["id"]) == {r.id for r in records}:
+            return table
+    table = make_splits(records, method=str(sp.method), min_seq_id=float(sp.min_seq_id),
+                        coverage=float(sp.coverage), fractions=tuple(sp.fractions), seed=int(sp.seed),
+                        group_key=sp.get("group_key"))
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    return table

@@ -32,6 +32,7 @@ from domains.protein.pipeline import (
     train_layer,
 )
 from domains.protein.records import ProteinRecord
+from domains.protein.splits import cached_splits
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +134,6 @@ def chain_labels(records: list[ProteinRecord], min_count: int) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index, dtype=bool)
 
 
-def _splits(records, cs: DictConfig, run_dir: Path) -> pd.DataFrame:
-    from domains.protein.splits import make_splits
-
-    path = run_dir / "data" / "splits.tsv"
-    if path.exists():
-        table = pd.read_csv(path, sep="\t", dtype=str)
-        if set(table["id"]) == {r.id for r in records}:
-            return table
-    sp = cs.split
-    table = make_splits(records, method=str(sp.method), min_seq_id=float(sp.min_seq_id),
-                        coverage=float(sp.coverage), fractions=tuple(sp.fractions), seed=int(sp.seed),
-                        group_key=sp.get("group_key"))
-    from core.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
-    return table
-
-
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.adapters import load_adapter
 
@@ -163,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with timer("imgt_numbering"):
         records, nums, n_unnumbered = number_and_filter(records, cs, run_dir)
     with timer("splits"):
-        split_table = _splits(records, cs, run_dir)
+        split_table = cached_splits(records, cs.split, run_dir)
         splits = split_by_index(records, split_table)
     with timer("load_model"):
         adapter = load_adapter(cfg.model)

@@ -23,7 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from core.errors import ConfigError
-from core.io import atomic_path, write_json
+from core.io import write_json
 from domains.protein.concepts import protein_labels, residue_concepts
 from domains.protein.pipeline import (
     Timer,
@@ -37,6 +37,7 @@ from domains.protein.pipeline import (
     train_layer,
 )
 from domains.protein.records import InputPolicy, ProteinRecord
+from domains.protein.splits import cached_splits
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +73,6 @@ def load_proteins(data: DictConfig) -> tuple[list[ProteinRecord], dict[str, int]
     return records, policy.summary()
 
 
-def _splits(records: list[ProteinRecord], sp: DictConfig, run_dir: Path) -> pd.DataFrame:
-    from domains.protein.splits import make_splits
-
-    path = run_dir / "data" / "splits.tsv"
-    if path.exists():
-        table = pd.read_csv(path, sep="\t", dtype=str)
-        if set(table["id"]) == {r.id for r in records}:
-            return table
-    table = make_splits(records, method=str(sp.method), min_seq_id=float(sp.min_seq_id),
-                        coverage=float(sp.coverage), fractions=tuple(sp.fractions), seed=int(sp.seed),
-                        group_key=sp.get("group_key"))
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
-    return table
-
-
 def features_with_f1(enrich_dir: Path, basis: str, cutoff: float = 0.5,
                      exclude_groups: tuple[str, ...] = ("amino_acid",), groups: dict[str, str] | None = None
                      ) -> tuple[int, int]:
@@ -119,7 +104,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError("no proteins left after reading and checking the input",
                           fix=f"check domain.data.path ({dom.data.path}); skipped: {skipped}")
     with timer("splits"):
-        split_table = _splits(records, dom.split, run_dir)
+        split_table = cached_splits(records, dom.split, run_dir)
         splits = split_by_index(records, split_table)
     with timer("load_model"):
         adapter = load_adapter(cfg.model)
