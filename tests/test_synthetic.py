@@ -36,7 +36,11 @@ def test_mmcs_is_one_for_the_truth_and_low_for_noise():
     assert m_rand < 0.8
 
 
-@pytest.mark.parametrize("arch,extra", [("topk", {}), ("batchtopk", {"batchtopk_token_warmup": 0.5})])
+@pytest.mark.parametrize("arch,extra", [
+    ("topk", {}), ("batchtopk", {"batchtopk_token_warmup": 0.5}),
+    ("jumprelu", {"jumprelu_topk_warmup": 0.5, "l0_coefficient": 0.06, "jumprelu_init_threshold": 0.1,
+                  "jumprelu_bandwidth": 0.05, "jumprelu_threshold_lr": 0.001}),
+])
 def test_topk_family_recovers_planted_features_quickly(tmp_path, arch, extra):
     toy = ToyModel(d=16, n_features=32, p_active=0.06, seed=3)
     x, _ = toy.sample(256 * 150, seed=0)

@@ -43,6 +43,7 @@ class DictionaryConfig:
     jumprelu_bandwidth: float = 1e-3
     jumprelu_preact_coefficient: float = 0.0
     jumprelu_threshold_lr: float | None = None
+    jumprelu_topk_warmup: float = 0.0
     matryoshka_prefixes: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1.0 / 32

@@ -12,6 +12,13 @@ reach their threshold back up, so they do not stay dead. With ``aux_k`` set, Gao
 loss also applies: latents silent for ``dead_after_tokens`` reconstruct the residual, which
 brings their pre-activations back above threshold (on the synthetic case study it cuts the
 dead fraction from about 30% to 7% after 1,170 steps).
+
+``jumprelu_topk_warmup`` (a fraction of training, with ``k``) starts the run as a TopK SAE:
+each token keeps its ``k`` largest pre-activations while every threshold follows a running
+mean of the k-th largest value, then the thresholds take over and train as usual. The L0
+penalty alone gives the encoder no push to pull superposed directions apart; TopK does
+from the first step, and the thresholds then inherit a dictionary that already separates
+them.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ class JumpReLUSAE(Dictionary):
              dead_mask: torch.Tensor | None = None, progress: float = 1.0) -> LossOutput:
         y = self.flatten_target(x, target)
         pre = self.pre_activation(x).float()
+        if self.training and self.cfg.k and progress < float(self.cfg.jumprelu_topk_warmup):
+            return self._topk_warmup_loss(x, y, pre, dead_mask)
         bw = float(self.cfg.jumprelu_bandwidth)
         f = _JumpReLU.apply(pre, self.threshold, bw)
         x_hat = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec + self.skip(x)
@@ -98,6 +107,27 @@ class JumpReLUSAE(Dictionary):
         return LossOutput(loss=loss,
                           terms={**terms, "mse": mse.detach(), "l0": l0.detach(), "sparsity": sparsity.detach(),
                                  "threshold_mean": self.threshold.detach().mean()},
+                          fired=on.sum(0), reconstruction=x_hat, latents=f)
+
+    def _topk_warmup_loss(self, x: torch.Tensor, y: torch.Tensor, pre: torch.Tensor,
+                          dead_mask: torch.Tensor | None) -> LossOutput:
+        vals, idx = pre.topk(int(self.cfg.k), dim=-1)
+        f = torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+        with torch.no_grad():
+            kth = vals[:, -1].clamp_min(0).mean()
+            self.threshold.copy_(0.9 * self.threshold + 0.1 * kth)
+        x_hat = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec + self.skip(x)
+        mse = self.reconstruction_loss(x_hat, y)
+        loss, terms = mse, {}
+        if self.cfg.aux_k:
+            from core.dictionaries.topk import auxk_loss
+
+            aux = auxk_loss(self, self.centered_input(x), pre, y - x_hat, dead_mask)
+            loss = loss + self.cfg.aux_coefficient * aux
+            terms["aux"] = aux.detach()
+        on = f.detach() != 0
+        return LossOutput(loss=loss, terms={**terms, "mse": mse.detach(), "l0": on.sum(-1).float().mean(),
+                                            "threshold_mean": self.threshold.detach().mean()},
                           fired=on.sum(0), reconstruction=x_hat, latents=f)
 
     def optimizer_groups(self, lr: float) -> list[dict]:
