@@ -212,7 +212,7 @@ class CausalLMAdapter(TorchHookAdapter):
         return results
 
     @property
-    def _cache_kw(self) -> str:
+    def cache_kwarg(self) -> str:
         """transformers 5.24 renamed ``past_key_values`` to ``cache``."""
         import inspect
 
@@ -244,7 +244,7 @@ class CausalLMAdapter(TorchHookAdapter):
             try:
                 with torch.no_grad():
                     out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                     use_cache=True, **{self._cache_kw: past})
+                                     use_cache=True, **{self.cache_kwarg: past})
             finally:
                 self._batch = previous
             past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)

@@ -90,7 +90,7 @@ class Report:
         """Tokens or residues shaded by activation (white to orange), with the value on hover."""
         top = vmax if vmax else max([v for v in values if v == v] + [1e-9])
         spans = []
-        for tok, v in zip(tokens, values):
+        for tok, v in zip(tokens, values, strict=False):
             a = 0.0 if top <= 0 else max(0.0, min(1.0, float(v) / top))
             spans.append(f'<span title="{float(v):.3f}" style="background:rgba(255,140,0,{a:.2f})">'
                          f"{html.escape(tok)}</span>")

@@ -87,7 +87,7 @@ def shared_prefix_logprobs(adapter: Any, prompts: Sequence[str], *, batch_size: 
             pre = torch.as_tensor([rows[0][:n_pre]], device=device)
             res = model(input_ids=pre, attention_mask=torch.ones_like(pre),
                         position_ids=torch.arange(n_pre, device=device)[None], use_cache=True)
-            prefix_cache = res.past_key_values
+            prefix_cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             suffixes = [r[n_pre:] for r in chunk]
@@ -110,7 +110,7 @@ def shared_prefix_logprobs(adapter: Any, prompts: Sequence[str], *, batch_size: 
                 if b > 1:
                     cache.batch_repeat_interleave(b)
             res = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                        past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+                        use_cache=cache is not None, logits_to_keep=1, **{adapter.cache_kwarg: cache})
             logits = res.logits[:, -1].float()
             out[start:start + b] = F.log_softmax(logits, dim=-1).cpu()
     return out
