@@ -97,6 +97,63 @@ def test_sparse_topk_training_loss_matches_dense(n_dead, shape):
         assert torch.allclose(g_p[name], g_f[name], atol=1e-5, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("arch", ["relu", "gated", "jumprelu", "batchtopk"])
+@pytest.mark.parametrize("shape", ["sae", "transcoder"])
+def test_fused_encoder_matches_plain(arch, shape):
+    """The fused dense encoder (bias in the matmul, ``b_dec`` gradient as a matrix-vector
+    product) and the fused decoder/L1 give the plain path's loss, terms and every gradient."""
+    torch.manual_seed(3)
+    cfg = dict(architecture=arch, d_in=20, d_sae=96, k=5, l1_coefficient=0.3, target_l0=5.0,
+               l0_coefficient=0.1, sparse_decode=False)
+    x = torch.randn(64, 20) * 3 + 1.0
+    y = None
+    if shape == "transcoder":
+        cfg.update(d_out=12, skip_connection=True)
+        y = torch.randn(64, 12)
+    plain = build_dictionary({**cfg, "fused_encoder": False})
+    with torch.no_grad():
+        plain.b_dec.normal_()
+        for p in plain.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    fast = build_dictionary({**cfg, "fused_encoder": True})
+    fast.load_state_dict(plain.state_dict())
+    outs = []
+    for sae in (plain, fast):
+        sae.train()
+        out = sae.loss(x, y, progress=0.5)
+        out.loss.backward()
+        outs.append((out, _grads(sae)))
+    (o_p, g_p), (o_f, g_f) = outs
+    assert o_p.loss.item() > 0
+    assert torch.allclose(o_p.loss, o_f.loss, atol=1e-5, rtol=1e-5)
+    for name in o_p.terms:
+        assert torch.allclose(o_p.terms[name].float(), o_f.terms[name].float(), atol=1e-5, rtol=1e-5), name
+    assert torch.allclose(o_p.reconstruction, o_f.reconstruction, atol=1e-5)
+    assert set(g_p) == set(g_f) and "b_dec" in g_p
+    for name in g_p:
+        assert g_p[name].abs().sum() > 0 or name == "W_skip", name
+        assert torch.allclose(g_p[name], g_f[name], atol=1e-4, rtol=1e-4), name
+
+
+def test_centered_linear_input_gradient():
+    """When the input does need a gradient, it is the plain one too."""
+    from core.dictionaries.dense import centered_linear
+
+    torch.manual_seed(4)
+    x = torch.randn(8, 5, requires_grad=True)
+    c = torch.randn(5, requires_grad=True)
+    W = torch.randn(5, 7, requires_grad=True)  # noqa: N806
+    b = torch.randn(7, requires_grad=True)
+    go = torch.randn(8, 7)
+    centered_linear(x, W, b, c).backward(go)
+    fast = [t.grad.clone() for t in (x, c, W, b)]
+    for t in (x, c, W, b):
+        t.grad = None
+    ((x - c) @ W + b).backward(go)
+    for f, t in zip(fast, (x, c, W, b), strict=True):
+        assert torch.allclose(f, t.grad, atol=1e-5)
+
+
 def _train_steps(module: DictionaryModule, batches: list[torch.Tensor]) -> None:
     opt = module.configure_optimizers()["optimizer"]
     for x in batches:

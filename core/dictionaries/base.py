@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from core.dictionaries.dense import centered_linear
 from core.errors import ConfigError, ShapeError
 
 
@@ -51,6 +52,7 @@ class DictionaryConfig:
     apply_b_dec_to_input: bool = True
     skip_connection: bool = False
     sparse_decode: bool = True
+    fused_encoder: bool = True
     threshold_decay: float = 0.99
     batchtopk_token_warmup: float = 0.0
     sparsity_warmup: float = 0.05
@@ -153,8 +155,31 @@ class Dictionary(nn.Module, ABC):
         x = self.flatten_input(x).to(self.W_enc.dtype)
         return x - self.b_dec if self.subtracts_b_dec else x
 
+    def encoder_matmul(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``centered_input(x) @ W_enc + bias``; with ``fused_encoder`` the bias rides in the matmul
+        and ``b_dec`` gets its gradient without a per-token input gradient (``dense.centered_linear``)."""
+        if not self.cfg.fused_encoder:
+            h = self.centered_input(x) @ self.W_enc
+            return h if bias is None else h + bias
+        x = self.flatten_input(x).to(self.W_enc.dtype)
+        return centered_linear(x, self.W_enc, bias, self.b_dec if self.subtracts_b_dec else None)
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.centered_input(x) @ self.W_enc + self.b_enc
+        return self.encoder_matmul(x, self.b_enc)
+
+    def dense_decode(self, f: torch.Tensor) -> torch.Tensor:
+        """``f @ W_dec + b_dec`` (the bias inside the matmul with ``fused_encoder``)."""
+        if self.cfg.fused_encoder:
+            return torch.addmm(self.b_dec, f, self.W_dec)
+        return f @ self.W_dec + self.b_dec
+
+    def norm_weighted_l1(self, f: torch.Tensor) -> torch.Tensor:
+        """Mean over tokens of ``sum_i f_i ||W_dec_i||``, summed over tokens first (one
+        reduction over ``[batch, d_sae]`` instead of a product and a reduction)."""
+        norms = self.W_dec.norm(dim=1)
+        if self.cfg.fused_encoder:
+            return f.sum(0) @ norms.to(f.dtype) / f.shape[0]
+        return (f * norms).sum(-1).mean()
 
     def flatten_target(self, x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """The reconstruction target as ``[batch, out_features]`` (``x`` itself for an SAE)."""
@@ -167,7 +192,7 @@ class Dictionary(nn.Module, ABC):
         return y.to(self.W_dec.dtype)
 
     def decode_flat(self, f: torch.Tensor) -> torch.Tensor:
-        return f @ self.W_dec + self.b_dec
+        return self.dense_decode(f)
 
     def unflatten_output(self, out: torch.Tensor) -> torch.Tensor:
         if self.cfg.n_outputs > 1:

@@ -26,7 +26,7 @@ class GatedSAE(Dictionary):
 
     def gate_and_magnitude(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-activations of the two paths, which share the encoder directions."""
-        h = self.centered_input(x) @ self.W_enc
+        h = self.encoder_matmul(x, None)
         return h + self.b_gate, h * torch.exp(self.r_mag) + self.b_mag
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,10 +39,10 @@ class GatedSAE(Dictionary):
         pi_gate, pi_mag = self.gate_and_magnitude(x)
         f = (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
         skip = self.skip(x)
-        x_hat = f @ self.W_dec + self.b_dec + skip
+        x_hat = self.dense_decode(f) + skip
         mse = self.reconstruction_loss(x_hat, y)
         gate = torch.relu(pi_gate)
-        l1 = (gate * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = self.norm_weighted_l1(gate)
         x_aux = gate @ self.W_dec.detach() + self.b_dec.detach() + skip
         aux = self.reconstruction_loss(x_aux, y)
         coef = self.cfg.l1_coefficient * self.sparsity_scale(progress)

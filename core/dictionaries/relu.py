@@ -22,9 +22,9 @@ class ReLUSAE(Dictionary):
              dead_mask: torch.Tensor | None = None, progress: float = 1.0) -> LossOutput:
         y = self.flatten_target(x, target)
         f = self.encode(x)
-        x_hat = f @ self.W_dec + self.b_dec + self.skip(x)
+        x_hat = self.dense_decode(f) + self.skip(x)
         mse = self.reconstruction_loss(x_hat, y)
-        l1 = (f * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = self.norm_weighted_l1(f)
         coef = self.cfg.l1_coefficient * self.sparsity_scale(progress)
         on = f.detach() > 0
         return LossOutput(loss=mse + coef * l1,
