@@ -471,6 +471,13 @@ def test_harvest_last_position_and_special_tokens(causal, tmp_path):
     every = harvest(causal, samples, [hook], tmp_path / "all", drop_special=False, progress=False)[hook]
     dropped = harvest(causal, samples, [hook], tmp_path / "nobos", drop_special=True, progress=False)[hook]
     assert every.n_tokens == dropped.n_tokens + 3  # one BOS per prompt
+    rest = harvest(causal, samples, [hook], tmp_path / "rest", positions="skip_first", progress=False)[hook]
+    assert rest.n_tokens == dropped.n_tokens - 3  # and one first real token per prompt
+    kept = rest.load(columns=("sample", "position"))
+    all_pos = dropped.load(columns=("sample", "position"))
+    for s in range(3):
+        first = int(all_pos["position"][all_pos["sample"] == s].min())
+        assert first not in kept["position"][kept["sample"] == s].tolist()
 
 
 # --- spliced evaluation ---------------------------------------------------------------------
