@@ -1,12 +1,13 @@
 """Training speed, memory and quality against SAELens, dictionary_learning and sparsify, in one run.
 
     bash bench/peers/setup.sh                 # once: the peers' own venv (torch stays 2.13.0)
-    python bench/peer_benchmark.py            # prints the table (about 20 minutes on 2 CPUs)
-    python bench/peer_benchmark.py --steps 4 --d-sae 4608 --reps 1   # a quick look
+    python bench/peer_benchmark.py            # prints the table (about an hour on 2 CPUs)
+    python bench/peer_benchmark.py --steps 8 --d-sae 4608 --reps 1   # a quick look
 
 Every library trains the same architecture on the same cached activations: SmolLM2-135M's
 residual stream (d_in 576, ``blocks.15.hook_resid_post``) harvested by sparsescope from
-real English text (docstrings of the Python standard library, read from its sources), for
+real English text (docstrings of the Python standard library, read from its sources; each
+paragraph's first token, an attention sink with ~140x the norm of the rest, left out), for
 the same number of tokens at batch 4096, fp32 on the CPU. Each (library, configuration)
 runs in its own subprocess so peak memory is its own; runs are interleaved A B C D A B C D
 so that drift of the machine cancels; tokens/s is the median over repetitions. FVU is
@@ -320,12 +321,12 @@ def main() -> None:
     p.add_argument("--libs", nargs="*", default=list(LIBS))
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--batch", type=int, default=4096)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=32)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--eval-tokens", type=int, default=8192)
-    p.add_argument("--train-tokens", type=int, default=12288,
+    p.add_argument("--train-tokens", type=int, default=131072,
                    help="distinct harvested training tokens (cycled when steps x batch is larger); 0 = no cycling")
-    p.add_argument("--lr", type=float, default=None, help="our learning rate (default: ours, 2e-4/sqrt(d_sae/2^14))")
+    p.add_argument("--lr", type=float, default=None, help="our learning rate (default: core.training.module.default_lr)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda[:N]; every library trains on it")

@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 FULL = {
-    "peer": ["--d-sae", "4608", "18432", "--steps", "12", "--reps", "2"],
+    "peer": ["--d-sae", "18432", "4608", "--reps", "2"],
     "harvest": ["--n", "64", "--repeats", "2"],
     "enrich": [],
     "scaling": [],
 }
 QUICK = {
-    "peer": ["--d-sae", "18432", "--steps", "4", "--reps", "1"],
+    "peer": ["--d-sae", "18432", "--steps", "16", "--reps", "1"],
     "harvest": ["--models", "antiberty", "smollm2", "--n", "16", "--repeats", "1"],
     "enrich": [],
     "scaling": ["--d-sae", "4608", "18432", "73728", "--tokens", "100000", "1000000", "--steps", "2"],

@@ -51,6 +51,48 @@ def test_lr_schedule_warms_up_and_decays():
     assert f(90) == pytest.approx(0.5) and f(100) == 0.0
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka", "relu"])
+def test_encoder_scale_init_is_the_least_squares_optimum(arch):
+    """After the fit the initial reconstruction error is minimal along the encoder's scale:
+    refitting gives c = 1, and scaling by 0.9 or 1.1 reconstructs worse."""
+    from core.training.init import fit_encoder_scale, init_from_sample
+
+    torch.manual_seed(0)
+    x = torch.randn(512, 16) @ torch.randn(16, 16) + 3.0
+    x = x * activation_scale(x)
+    sae = build_dictionary(dict(architecture=arch, d_in=16, d_sae=64, k=4, l1_coefficient=0.1,
+                                matryoshka_prefixes=[16, 64]))
+    init_from_sample(sae, x)
+
+    @torch.no_grad()
+    def err(model):
+        return float((model.loss(x).reconstruction - x).pow(2).sum())
+
+    before = err(sae)
+    c = fit_encoder_scale(sae, x)
+    assert c > 0 and c != pytest.approx(1.0, abs=1e-3)
+    best = err(sae)
+    assert best < before
+    for factor in (0.9, 1.1):
+        other = build_dictionary(sae.cfg)
+        other.load_state_dict(sae.state_dict())
+        with torch.no_grad():
+            other.W_enc.mul_(factor)
+        assert err(other) > best
+    assert fit_encoder_scale(sae, x) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_encoder_scale_init_leaves_threshold_architectures_alone():
+    from core.training.init import fit_encoder_scale
+
+    x = torch.randn(64, 8)
+    for arch in ("jumprelu", "gated"):
+        sae = build_dictionary(dict(architecture=arch, d_in=8, d_sae=16))
+        w = sae.W_enc.detach().clone()
+        assert fit_encoder_scale(sae, x) == 1.0
+        assert torch.equal(sae.W_enc, w)
+
+
 def test_dead_latents_counted_in_tokens_since_last_fire():
     sae = build_dictionary(dict(architecture="topk", d_in=4, d_sae=6, k=1))
     module = DictionaryModule(sae, lr=1e-3, total_steps=10, dead_after_tokens=100)

@@ -6,7 +6,13 @@ Both are estimated from a sample of the training split before the first step:
   into the weights at save, so saved dictionaries work in the model's own units);
 - ``geometric_median``: Weiszfeld's iterations; ``b_dec`` starts at the median of the
   sample, which the encoder subtracts, so latents start from centred inputs and the bias
-  is robust to outlier tokens (the mean is not).
+  is robust to outlier tokens (the mean is not);
+- ``fit_encoder_scale``: the tied encoder (``W_dec.T``, unit-norm rows) reconstructs with the
+  wrong magnitude at the first step; where the code is homogeneous in the encoder's scale at
+  init (TopK family, ReLU: zero encoder bias, scale-free selection), the least-squares scale
+  of the initial reconstruction is folded into ``W_enc``. The first steps then refine
+  directions instead of shrinking every latent: measured on SmolLM2-135M activations
+  (d_sae 18,432, k 32, 131k tokens, Adam 3e-3) held-out FVU 0.33 -> 0.16 (bench/README.md).
 """
 
 from __future__ import annotations
@@ -46,3 +52,34 @@ def init_from_sample(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | No
     y = y.reshape(y.shape[0], -1)
     if y.shape[1] == sae.cfg.out_features:
         sae.b_dec.copy_(geometric_median(y).to(sae.b_dec.dtype))
+
+
+HOMOGENEOUS_AT_INIT = ("topk", "batchtopk", "matryoshka", "relu")
+
+
+@torch.no_grad()
+def fit_encoder_scale(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | None = None) -> float:
+    """Multiply ``W_enc`` (and ``b_enc``) by the ``c`` minimising ``||(y - b_dec) - c (x_hat - b_dec)||``
+    over the sample, and return ``c``. Exact for architectures whose latents scale linearly
+    with the encoder at init (``HOMOGENEOUS_AT_INIT``); others are left as they are (``c = 1``).
+    """
+    if sae.cfg.architecture not in HOMOGENEOUS_AT_INIT or not hasattr(sae, "b_enc"):
+        return 1.0
+    if float(sae.b_enc.abs().max()) != 0.0:
+        return 1.0
+    y = (x if target is None else target).reshape(x.shape[0], -1).to(sae.W_dec.dtype)
+    was_training = sae.training
+    sae.train()
+    out = sae.loss(x, target, progress=1.0)
+    sae.train(was_training)
+    skip = sae.skip(x)
+    x_hat = out.reconstruction - sae.b_dec - skip
+    resid = y - sae.b_dec - skip
+    denom = float(x_hat.pow(2).sum())
+    if denom <= 0.0 or not torch.isfinite(x_hat).all():
+        return 1.0
+    c = float((resid * x_hat).sum()) / denom
+    if not c > 0.0:
+        return 1.0
+    sae.W_enc.mul_(c)
+    return c

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
 from core.errors import ConfigError
-from core.training.init import activation_scale, init_from_sample
+from core.training.init import activation_scale, fit_encoder_scale, init_from_sample
 from core.training.module import DictionaryModule
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
               trainer_cfg: dict[str, Any] | None = None, total_tokens: int, lr: float | None = None,
               batch_size: int | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
               init_tokens: int = 65_536, normalize_activations: bool = True, init_b_dec: bool = True,
+              init_encoder_scale: bool = True,
               dead_after_tokens: int | None = None, ckpt_path: str | Path | None = None,
               seed: int | None = 0, metadata: dict[str, Any] | None = None,
               callbacks: list[Callback] | None = None, save: bool = True) -> tuple[Dictionary, dict[str, Any]]:
@@ -159,10 +160,14 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     target_scale = activation_scale(y0) if (normalize_activations and y0 is not None) else scale
     if init_b_dec:
         init_from_sample(sae, x0.float() * scale, None if y0 is None else y0.float() * target_scale)
+    encoder_scale = 1.0
+    if init_encoder_scale and ckpt_path is None:
+        n = min(4096, x0.shape[0])  # a dense [n, d_sae] pass; more tokens do not change c
+        encoder_scale = fit_encoder_scale(sae, x0[:n].float() * scale, None if y0 is None else y0[:n].float() * target_scale)
 
     from core.training.module import default_lr
 
-    module = DictionaryModule(sae, lr=lr or default_lr(sae.cfg.d_sae), total_steps=max_steps, scale=scale,
+    module = DictionaryModule(sae, lr=lr or default_lr(sae.cfg.d_sae, sae.cfg.architecture), total_steps=max_steps, scale=scale,
                               target_scale=target_scale, warmup_steps=warmup_steps,
                               decay_fraction=decay_fraction, dead_after_tokens=dead_after_tokens)
     meter = _Throughput()
@@ -187,6 +192,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         "seconds": round(getattr(meter, "seconds", 0.0), 2),
         "tokens_per_s": round(meter.tokens / meter.seconds, 1) if getattr(meter, "seconds", 0) else None,
         "scale": float(module.scale),
+        "init_encoder_scale": encoder_scale,
         "dead_frac": float(module.dead_mask().float().mean()),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "metrics": metrics,

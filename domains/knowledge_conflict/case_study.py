@@ -79,7 +79,7 @@ def train_kc_sae(adapter: Any, samples: list[Sample], hook: str, out_dir: Path, 
     dm = TensorDataModule(x[n_val:], batch_size=int(sc.batch_size), val=x[:n_val])
     cfg = DictionaryConfig(architecture=str(sc.architecture), d_in=int(x.shape[1]), d_sae=int(sc.d_sae),
                            k=int(sc.k), aux_k=int(sc.get("aux_k", 64)))
-    sae, summary = train_sae(cfg, dm, out_dir, total_tokens=int(sc.total_tokens), lr=sc.get("lr"),
+    sae, summary = train_sae(cfg, dm, out_dir, total_tokens=int(sc.total_tokens), lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
                              trainer_cfg={"enable_progress_bar": False, "logger": "csv", "accelerator": "cpu",
                                           "devices": 1},
                              metadata={"hook_name": hook, "model_name": adapter.name})

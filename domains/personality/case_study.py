@@ -153,7 +153,8 @@ def train_or_load_sae(adapter: Any, samples: list[Sample], hook: str, run_dir: P
     dm = ActivationDataModule(root, batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=0)
     trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
     sae, summary = train_sae(cfg, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
-                             lr=sc.get("lr"), metadata={"hook_name": hook, "model_name": adapter.name})
+                             lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
+                             metadata={"hook_name": hook, "model_name": adapter.name})
     return sae, store, summary
 
 

@@ -102,7 +102,8 @@ def train_layer(store: Any, out_dir: Path, sae_cfg: DictConfig | dict) -> tuple[
     trainer = dict(sc.get("trainer") or {"accelerator": "cpu", "logger": "csv"})
     total = int(sc.get("total_tokens") or int(sc.get("epochs", 4)) * store.n_tokens)
     sae, summary = train_sae(cfg, dm, out_dir, trainer_cfg=trainer, total_tokens=total,
-                             lr=sc.get("lr"), batch_size=int(sc.get("batch_size", 1024)),
+                             lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
+                             batch_size=int(sc.get("batch_size", 1024)),
                              metadata={"hook": store.hook, "model": store.model})
     write_json(done, summary)
     return sae, summary

@@ -67,7 +67,8 @@ def train_one(arch: str, overrides: dict[str, Any], cs: dict[str, Any], dm, run_
     if arch in ("topk", "batchtopk", "matryoshka"):
         sae_cfg.setdefault("k", int(cs["k"]))
     trainer = dict(cs.get("trainer") or {})
-    schedule = {k: trainer.pop(k) for k in ("lr", "warmup_steps", "decay_fraction", "dead_after_tokens")
+    schedule = {k: trainer.pop(k) for k in ("lr", "warmup_steps", "decay_fraction", "dead_after_tokens",
+                                                  "init_encoder_scale")
                 if k in trainer}
     sae_cfg.setdefault("dead_after_tokens", int(cs["dead_after_tokens"]))
     t0 = time.time()
