@@ -350,7 +350,8 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {machine(args.device)}, torch {torch.__version__}, "
           f"threads {args.threads}{', ours bf16 autocast' if args.bf16 else ''}"
           f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens"
-          f" ({n_harvest:,} distinct, cycled), batch {args.batch}, k {args.k}, our lr {args.lr or 'default'}")
+          f"{f' ({n_harvest:,} distinct, cycled)' if n_harvest < args.steps * args.batch else ''}"
+          f", batch {args.batch}, k {args.k}, our lr {args.lr or 'default'}")
     print(f"{'arch':5s} {'d_sae':>6s} {'library':20s} {'tokens/s':>9s} {'peak MB':>8s} {'FVU':>7s} "
           f"{'L0':>6s} {'ours/peer':>9s}")
     for arch in args.arch:
