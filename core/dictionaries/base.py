@@ -258,8 +258,11 @@ class Dictionary(nn.Module, ABC):
         grad = self.W_dec.grad
         if grad is None:
             return
-        w = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        grad.sub_((grad * w).sum(dim=1, keepdim=True) * w)
+        # grad - (grad . W_i) W_i / |W_i|^2 per row, in three passes over the decoder
+        w = self.W_dec.detach()
+        sq = torch.linalg.vector_norm(w, dim=1).square_().clamp_min_(1e-16)
+        dots = torch.einsum("ij,ij->i", grad, w)
+        grad.addcmul_(w, (dots / sq).unsqueeze(1), value=-1.0)
 
     @torch.no_grad()
     def fold_scaling(self, scale: float, out_scale: float | None = None) -> None:

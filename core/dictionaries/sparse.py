@@ -97,6 +97,18 @@ def stable_argsort(index: torch.Tensor, n: int, *, fast: bool = True) -> torch.T
     return torch.sort(key, stable=True).indices
 
 
+def transpose_contiguous(a: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """``a.t().contiguous()`` copied in row blocks that stay in cache: the encoder gradient is
+    built latent-major (``[d_sae, d_in]``) but ``W_enc`` is ``[d_in, d_sae]``, and a plain
+    transposed copy of an 18k x 576 matrix costs ~75 ms on this CPU against ~50 blocked."""
+    if a.device.type != "cpu" or a.shape[0] <= block:
+        return a.t().contiguous()
+    out = a.new_empty(a.shape[1], a.shape[0])
+    for i in range(0, a.shape[0], block):
+        out[:, i:i + block].copy_(a[i:i + block].t())
+    return out
+
+
 def _offsets(index: torch.Tensor, n: int) -> torch.Tensor:
     counts = torch.bincount(index, minlength=n)
     offsets = torch.zeros(n, dtype=torch.long, device=index.device)
@@ -166,7 +178,7 @@ class _GatherPreactivation(torch.autograd.Function):
         if need_center:
             grad_center = -(grad_x.sum(0) if need_x else W_enc @ grad_b.to(W_enc.dtype))
         if ctx.needs_input_grad[2]:
-            grad_W = _scatter_rows(active, grad, xc.to(W_enc.dtype)).t()
+            grad_W = transpose_contiguous(_scatter_rows(active, grad, xc.to(W_enc.dtype)))
         return grad_x, grad_center, grad_W, (grad_b if ctx.needs_input_grad[3] else None), None, None
 
 
