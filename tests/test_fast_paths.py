@@ -199,3 +199,12 @@ def test_topk_row_offsets_match_counted_offsets():
     idx = torch.randint(0, 50, (7, 4))
     active = ActiveSet.from_topk(idx, 50)
     assert torch.equal(active.row_offsets, _offsets(active.rows, 7))
+
+
+def test_blocked_transpose_equals_plain_transpose():
+    from core.dictionaries.sparse import transpose_contiguous
+
+    a = torch.randn(1000, 7)
+    out = transpose_contiguous(a, block=64)
+    assert out.is_contiguous() and torch.equal(out, a.t())
+    assert torch.equal(transpose_contiguous(a[:10]), a[:10].t())
