@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -65,8 +67,8 @@ def test_encoder_scale_init_is_the_least_squares_optimum(arch):
     init_from_sample(sae, x)
 
     @torch.no_grad()
-    def err(model):
-        return float((model.loss(x).reconstruction - x).pow(2).sum())
+    def err(model):  # on a copy: a training-mode pass updates BatchTopK's running threshold
+        return float((copy.deepcopy(model).loss(x).reconstruction - x).pow(2).sum())
 
     before = err(sae)
     c = fit_encoder_scale(sae, x)
@@ -80,6 +82,8 @@ def test_encoder_scale_init_is_the_least_squares_optimum(arch):
             other.W_enc.mul_(factor)
         assert err(other) > best
     assert fit_encoder_scale(sae, x) == pytest.approx(1.0, abs=1e-4)
+    for name, buf in sae.named_buffers():  # the trial pass leaves running statistics alone
+        assert torch.count_nonzero(buf) == 0, name
 
 
 def test_encoder_scale_init_leaves_threshold_architectures_alone():

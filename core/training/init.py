@@ -69,9 +69,12 @@ def fit_encoder_scale(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | N
         return 1.0
     y = (x if target is None else target).reshape(x.shape[0], -1).to(sae.W_dec.dtype)
     was_training = sae.training
+    kept = {name: buf.clone() for name, buf in sae.named_buffers()}  # e.g. BatchTopK's running threshold
     sae.train()
     out = sae.loss(x, target, progress=1.0)
     sae.train(was_training)
+    for name, buf in sae.named_buffers():
+        buf.copy_(kept[name])
     skip = sae.skip(x)
     x_hat = out.reconstruction - sae.b_dec - skip
     resid = y - sae.b_dec - skip
