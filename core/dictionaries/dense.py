@@ -18,7 +18,6 @@ class _CenteredLinear(torch.autograd.Function):
     def forward(ctx, x, center, W, bias):  # noqa: N803
         xc = x if center is None else x - center
         ctx.save_for_backward(xc, W)
-        ctx.has_bias = bias is not None
         return torch.addmm(bias, xc, W) if bias is not None else xc @ W
 
     @staticmethod

@@ -170,8 +170,7 @@ class _GatherPreactivation(torch.autograd.Function):
         grad_x = grad_center = grad_W = grad_b = None
         need_x, need_center = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if need_x:
-            grad_xc = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(xc.dtype)
-            grad_x = grad_xc
+            grad_x = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(xc.dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             grad_b = torch.zeros(active.n_cols, dtype=grad.dtype, device=grad.device)
             grad_b.index_add_(0, active.cols, grad)

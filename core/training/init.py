@@ -1,6 +1,6 @@
-"""Data-dependent initialisation: input scaling and the decoder bias.
+"""Data-dependent initialisation: input scaling, the decoder bias and the encoder scale.
 
-Both are estimated from a sample of the training split before the first step:
+All three are estimated from a sample of the training split before the first step:
 - ``activation_scale``: the factor that gives inputs unit mean squared norm, so that loss
   coefficients and learning rates carry over between models and layers (the factor is folded
   into the weights at save, so saved dictionaries work in the model's own units);
