@@ -17,8 +17,10 @@ What each library runs is its own training step: sparsify's ``SparseCoder.forwar
 its default optimiser (sign-SGD in a schedule-free wrapper) and its decoder-gradient
 projection; dictionary_learning's ``TopKTrainer.update`` / ``StandardTrainer.update``;
 SAELens's ``training_forward_pass`` with Adam and gradient clipping as its trainer does;
-ours is ``core.training.train_sae`` (Lightning, the full training path). Warm-ups are set
-to zero for every library so that FVU after a short run compares like with like.
+ours is ``core.training.train_sae`` (Lightning, the full training path), once with its default
+optimiser (Adam, decayed over the last 20%) and once (``sparsescope+signum``, TopK only) with
+``trainer.optimizer=signum``, the same optimiser family as sparsify's. Warm-ups are set to zero
+for every library so that FVU after a short run compares like with like.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_PY = ROOT / "bench" / "peers" / ".venv" / "bin" / "python"
 HOOK = "blocks.15.hook_resid_post"
-LIBS = ("sparsescope", "sparsify", "dictionary_learning", "sae_lens")
+LIBS = ("sparsescope", "sparsescope+signum", "sparsify", "dictionary_learning", "sae_lens")
+OURS = {"sparsescope": "adam", "sparsescope+signum": "signum"}  # our rows: library name -> trainer.optimizer
 RELU_L1 = {"sparsescope": 5.0, "dictionary_learning": 5.0, "sae_lens": 5.0}
 
 
@@ -128,7 +131,7 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
 
 
-def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False, lr=None):
+def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False, lr=None, optimizer="adam"):
     import lightning as L
 
     from core.training import train_sae
@@ -147,6 +150,7 @@ def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=Fals
     cfg.update({"k": k} if arch == "topk" else {"l1_coefficient": RELU_L1["sparsescope"]})
     with tempfile.TemporaryDirectory() as tmp:
         sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch, lr=lr,
+                                 optimizer=optimizer,
                                  init_tokens=batch, save=False, warmup_steps=0,
                                  trainer_cfg={"logger": "none", "enable_progress_bar": False,
                                               "accelerator": "gpu" if device.startswith("cuda") else "cpu",
@@ -282,13 +286,15 @@ def worker(args) -> dict:
     # more steps than harvested training tokens: every library cycles through them in the same order
     train = distinct.repeat(-(-n_train // distinct.shape[0]), 1)[:n_train]
     base = _rss_mb()
-    fn = {"sparsescope": run_sparsescope, "sparsify": run_sparsify,
+    if args.lib in OURS and OURS[args.lib] != "adam" and args.arch != "topk":
+        return {"lib": args.lib, "skipped": f"{OURS[args.lib]} is benchmarked on TopK only"}
+    fn = {"sparsescope": run_sparsescope, "sparsescope+signum": run_sparsescope, "sparsify": run_sparsify,
           "dictionary_learning": run_dictionary_learning, "sae_lens": run_sae_lens}[args.lib]
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    bf16 = bool(args.bf16 and cuda and args.lib == "sparsescope")  # peers keep their fp32 path
-    extra = {"lr": args.lr} if args.lib == "sparsescope" else {}
+    bf16 = bool(args.bf16 and cuda and args.lib in OURS)  # peers keep their fp32 path
+    extra = {"lr": args.lr if args.lib == "sparsescope" else None, "optimizer": OURS[args.lib]} if args.lib in OURS else {}
     predict, seconds = fn(args.arch, args.d_sae, args.k, train, args.batch, args.steps, args.device, bf16, **extra)
     if predict is None:
         return {"lib": args.lib, "skipped": f"{args.lib} has no {args.arch} SAE"}
@@ -301,7 +307,7 @@ def worker(args) -> dict:
 # ---------------------------------------------------------------- orchestration
 
 def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
-    py = sys.executable if lib == "sparsescope" else str(PEERS_PY)
+    py = sys.executable if lib in OURS else str(PEERS_PY)
     cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
            "--data", str(args.data), "--eval-tokens", str(args.eval_tokens), "--device", args.device]
@@ -326,7 +332,8 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--train-tokens", type=int, default=131072,
                    help="distinct harvested training tokens (cycled when steps x batch is larger); 0 = no cycling")
-    p.add_argument("--lr", type=float, default=None, help="our learning rate (default: core.training.module.default_lr)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="our Adam learning rate (default: core.training.module.default_lr; signum keeps its default)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda[:N]; every library trains on it")
@@ -351,9 +358,9 @@ def main() -> None:
           f"threads {args.threads}{', ours bf16 autocast' if args.bf16 else ''}"
           f" | SmolLM2-135M {HOOK}, {args.steps * args.batch:,} training tokens"
           f"{f' ({n_harvest:,} distinct, cycled)' if n_harvest < args.steps * args.batch else ''}"
-          f", batch {args.batch}, k {args.k}, our lr {args.lr or 'default'}")
+          f", batch {args.batch}, k {args.k}, our Adam lr {args.lr or 'default'}")
     print(f"{'arch':5s} {'d_sae':>6s} {'library':20s} {'tokens/s':>9s} {'peak MB':>8s} {'FVU':>7s} "
-          f"{'L0':>6s} {'ours/peer':>9s}")
+          f"{'L0':>6s} {'ours/peer':>9s} {'signum/peer':>11s}")
     for arch in args.arch:
         for d_sae in args.d_sae:
             runs: dict[str, list[dict]] = {lib: [] for lib in args.libs}
@@ -370,14 +377,16 @@ def main() -> None:
                              "peak_mb": max(r["peak_mb"] for r in good), "fvu": good[-1]["fvu"],
                              "l0": good[-1].get("l0")}
             ours = rows.get("sparsescope", {}).get("tokens_per_s")
+            signum = rows.get("sparsescope+signum", {}).get("tokens_per_s")
             for lib, r in rows.items():
                 if "tokens_per_s" not in r:
                     print(f"{arch:5s} {d_sae:6d} {lib:20s} {r.get('skipped') or r.get('error')}")
                     continue
-                ratio = f"{ours / r['tokens_per_s']:.2f}x" if ours and lib != "sparsescope" else ""
+                ratio = f"{ours / r['tokens_per_s']:.2f}x" if ours and lib not in OURS else ""
+                ratio_s = f"{signum / r['tokens_per_s']:.2f}x" if signum and lib not in OURS else ""
                 l0 = f"{r['l0']:.1f}" if r.get("l0") is not None else "-"
                 print(f"{arch:5s} {d_sae:6d} {lib:20s} {r['tokens_per_s']:9.0f} {r['peak_mb']:8.0f} "
-                      f"{r['fvu']:7.3f} {l0:>6s} {ratio:>9s}", flush=True)
+                      f"{r['fvu']:7.3f} {l0:>6s} {ratio:>9s} {ratio_s:>11s}", flush=True)
 
 
 if __name__ == "__main__":

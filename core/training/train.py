@@ -139,7 +139,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
               trainer_cfg: dict[str, Any] | None = None, total_tokens: int, lr: float | None = None,
               batch_size: int | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
               init_tokens: int = 65_536, normalize_activations: bool = True, init_b_dec: bool = True,
-              init_encoder_scale: bool = True,
+              init_encoder_scale: bool = True, optimizer: str = "adam",
               dead_after_tokens: int | None = None, ckpt_path: str | Path | None = None,
               seed: int | None = 0, metadata: dict[str, Any] | None = None,
               callbacks: list[Callback] | None = None, save: bool = True) -> tuple[Dictionary, dict[str, Any]]:
@@ -167,9 +167,10 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
 
     from core.training.module import default_lr
 
-    module = DictionaryModule(sae, lr=lr or default_lr(sae.cfg.d_sae, sae.cfg.architecture), total_steps=max_steps, scale=scale,
-                              target_scale=target_scale, warmup_steps=warmup_steps,
-                              decay_fraction=decay_fraction, dead_after_tokens=dead_after_tokens)
+    lr = lr or default_lr(sae.cfg.d_sae, sae.cfg.architecture, optimizer)
+    module = DictionaryModule(sae, lr=lr, total_steps=max_steps, scale=scale, target_scale=target_scale,
+                              warmup_steps=warmup_steps, decay_fraction=decay_fraction,
+                              dead_after_tokens=dead_after_tokens, optimizer=optimizer)
     meter = _Throughput()
     trainer = build_trainer(trainer_cfg or {}, out_dir, max_steps, [meter, *(callbacks or [])])
     if ckpt_path is None and (out_dir / "checkpoints" / "last.ckpt").exists():
@@ -188,6 +189,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     summary = {
         "architecture": final.cfg.architecture,
         "steps": int(trainer.global_step),
+        "optimizer": optimizer,
+        "lr": lr,
         "tokens": int(module.tokens_seen),
         "seconds": round(getattr(meter, "seconds", 0.0), 2),
         "tokens_per_s": round(meter.tokens / meter.seconds, 1) if getattr(meter, "seconds", 0) else None,
