@@ -95,3 +95,18 @@ def test_schedule_free_resume_and_mid_run_validation_match_one_uninterrupted_run
     for name_, p in full.state_dict().items():
         assert torch.allclose(p, validated.state_dict()[name_], atol=1e-5), name_
         assert torch.allclose(p, resumed.state_dict()[name_], atol=1e-5), name_
+
+
+def test_compiled_training_matches_the_plain_path(tmp_path):
+    x = planted(n=256 * 4)
+    cfg = dict(architecture="relu", d_in=8, d_sae=32, l1_coefficient=1e-2, sparsity_warmup=0.5)
+    kw = dict(total_tokens=256 * 6, lr=5e-3, save=False, trainer_cfg=dict(QUIET, val_check_interval=100))
+    plain, _ = train_sae(cfg, TensorDataModule(x, batch_size=256, shuffle=False), tmp_path / "a", **kw)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled, _ = train_sae(cfg, TensorDataModule(x, batch_size=256, shuffle=False), tmp_path / "b",
+                            compile=True, **kw)
+    assert counters["stats"]["unique_graphs"] >= 1  # the loss really went through dynamo
+    for name, p in plain.state_dict().items():
+        assert torch.allclose(p, compiled.state_dict()[name], atol=1e-4), name

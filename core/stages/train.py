@@ -20,7 +20,7 @@ from core.errors import ConfigError
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # trainer.* keys that set the schedule; every other trainer.* key goes to lightning.Trainer
-SCHEDULE_KEYS = ("total_tokens", "lr", "optimizer", "warmup_steps", "decay_fraction", "init_tokens",
+SCHEDULE_KEYS = ("total_tokens", "lr", "optimizer", "compile", "warmup_steps", "decay_fraction", "init_tokens",
                  "normalize_activations", "init_b_dec", "init_encoder_scale", "dead_after_tokens", "ckpt_path")
 
 

@@ -139,7 +139,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
               trainer_cfg: dict[str, Any] | None = None, total_tokens: int, lr: float | None = None,
               batch_size: int | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
               init_tokens: int = 65_536, normalize_activations: bool = True, init_b_dec: bool = True,
-              init_encoder_scale: bool = True, optimizer: str = "adam",
+              init_encoder_scale: bool = True, optimizer: str = "adam", compile: bool = False,
               dead_after_tokens: int | None = None, ckpt_path: str | Path | None = None,
               seed: int | None = 0, metadata: dict[str, Any] | None = None,
               callbacks: list[Callback] | None = None, save: bool = True) -> tuple[Dictionary, dict[str, Any]]:
@@ -170,7 +170,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     lr = lr or default_lr(sae.cfg.d_sae, sae.cfg.architecture, optimizer)
     module = DictionaryModule(sae, lr=lr, total_steps=max_steps, scale=scale, target_scale=target_scale,
                               warmup_steps=warmup_steps, decay_fraction=decay_fraction,
-                              dead_after_tokens=dead_after_tokens, optimizer=optimizer)
+                              dead_after_tokens=dead_after_tokens, optimizer=optimizer, compile=compile)
     meter = _Throughput()
     trainer = build_trainer(trainer_cfg or {}, out_dir, max_steps, [meter, *(callbacks or [])])
     if ckpt_path is None and (out_dir / "checkpoints" / "last.ckpt").exists():
