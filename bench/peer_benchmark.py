@@ -45,7 +45,10 @@ PEERS_PY = ROOT / "bench" / "peers" / ".venv" / "bin" / "python"
 HOOK = "blocks.15.hook_resid_post"
 LIBS = ("sparsescope", "sparsescope+signum", "sparsify", "dictionary_learning", "sae_lens")
 OURS = {"sparsescope": "adam", "sparsescope+signum": "signum"}  # our rows: library name -> trainer.optimizer
-RELU_L1 = {"sparsescope": 5.0, "dictionary_learning": 5.0, "sae_lens": 5.0}
+# Each library's L1 coefficient, in its own units, for about the same L0 (~230 active latents) at
+# d_sae 4608 after 32 steps of 4096 tokens: ours 0.05/0.08/0.12/0.2 gave L0 794/227/4.6/0.6,
+# dictionary_learning 5/20/60 gave 1978/500/81, SAELens 5/20/60 gave 3822/1608/135 (bench/README.md).
+RELU_L1 = {"sparsescope": 0.08, "dictionary_learning": 32.0, "sae_lens": 48.0}
 
 
 def machine(device: str) -> str:
@@ -288,6 +291,7 @@ def worker(args) -> dict:
     base = _rss_mb()
     if args.lib in OURS and OURS[args.lib] != "adam" and args.arch != "topk":
         return {"lib": args.lib, "skipped": f"{OURS[args.lib]} is benchmarked on TopK only"}
+    RELU_L1.update(dict(args.l1 or {}))
     fn = {"sparsescope": run_sparsescope, "sparsescope+signum": run_sparsescope, "sparsify": run_sparsify,
           "dictionary_learning": run_dictionary_learning, "sae_lens": run_sae_lens}[args.lib]
     cuda = args.device.startswith("cuda")
@@ -306,12 +310,20 @@ def worker(args) -> dict:
 
 # ---------------------------------------------------------------- orchestration
 
+def _lib_value(text: str) -> tuple[str, float]:
+    lib, _, value = text.partition("=")
+    if lib not in RELU_L1 or not value:
+        raise argparse.ArgumentTypeError(f"expected LIB=COEF with LIB in {sorted(RELU_L1)}, got {text!r}")
+    return lib, float(value)
+
+
 def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
     py = sys.executable if lib in OURS else str(PEERS_PY)
     cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
            "--data", str(args.data), "--eval-tokens", str(args.eval_tokens), "--device", args.device]
     cmd += ["--lr", str(args.lr)] if args.lr else []
+    cmd += ["--l1", *[f"{k}={v}" for k, v in args.l1]] if args.l1 else []
     cmd += ["--bf16"] if args.bf16 else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -334,6 +346,8 @@ def main() -> None:
                    help="distinct harvested training tokens (cycled when steps x batch is larger); 0 = no cycling")
     p.add_argument("--lr", type=float, default=None,
                    help="our Adam learning rate (default: core.training.module.default_lr; signum keeps its default)")
+    p.add_argument("--l1", nargs="*", type=_lib_value, metavar="LIB=COEF",
+                   help=f"ReLU L1 coefficients per library (default {RELU_L1})")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda[:N]; every library trains on it")
