@@ -207,7 +207,7 @@ class DictionaryModule(L.LightningModule):
 
 GAO_LR = 2e-4
 SHORT_RUN_LR = 3e-3
-SIGNUM_LR = 1e-2
+SIGNUM_LR = 9.4e-3
 
 
 SHORT_RUN_ARCHITECTURES = ("topk", "batchtopk", "matryoshka")
@@ -224,12 +224,12 @@ def default_lr(d_sae: int, architecture: str = "topk", optimizer: str = "adam") 
     (bench/README.md). The Gao shrinkage is kept above 16,384 latents only; for much longer
     runs set ``trainer.lr`` (``gao_lr(d_sae)`` is Gao et al.'s value).
 
-    ``signum`` (schedule-free sign descent) takes 1e-2 at every size. sparsify's rule for the same
-    optimiser, ``5e-3 / sqrt(d_sae / 16384)``, matches it at 4,608 latents (9.4e-3, held-out FVU
-    0.063 after 32 steps of 4096 tokens) but at 18,432 its 4.7e-3 gives 0.241 where 9.4e-3 gives
-    0.057 (6.6e-3: 0.122, 1.25e-2: 0.093). Signum's lead is a short-run one: after 4 passes over
-    the same 131k tokens Adam reaches 0.044 and signum 0.100 at 4,608 latents, so Adam stays the
-    default. ``adamw_schedulefree`` takes the Adam value.
+    ``signum`` (schedule-free sign descent) takes 9.4e-3 at every size. sparsify's rule for the
+    same optimiser, ``5e-3 / sqrt(d_sae / 16384)``, gives that value at 4,608 latents (held-out
+    FVU 0.063 after 32 steps of 4096 tokens) but at 18,432 its 4.7e-3 gives 0.241 where 9.4e-3
+    gives 0.057 (6.6e-3: 0.122, 1e-2: 0.075, 1.25e-2: 0.093). Signum's lead is a short-run one:
+    after 4 passes over the same 131k tokens Adam reaches 0.044 and signum 0.100 at 4,608
+    latents, so Adam stays the default. ``adamw_schedulefree`` takes the Adam value.
     """
     if optimizer == "signum":
         return SIGNUM_LR
