@@ -46,8 +46,7 @@ class DictionaryModule(L.LightningModule):
                  betas: tuple[float, float] = (0.9, 0.999), dead_after_tokens: int | None = None,
                  fused_optimizer: bool = True, optimizer: str = "adam", compile: bool = False) -> None:
         super().__init__()
-        if optimizer not in optim.OPTIMIZERS:
-            optim.build_optimizer(optimizer, [], lr=1.0, betas=(0.9, 0.999), fused=False)  # raises ConfigError
+        optim.check_optimizer(optimizer)
         self.fused_optimizer = bool(fused_optimizer)
         self.optimizer_name = optimizer
         self.compile = bool(compile)

@@ -88,7 +88,13 @@ def build_optimizer(name: str, groups: list[dict[str, Any]], *, lr: float, betas
         from schedulefree import AdamWScheduleFree
 
         return AdamWScheduleFree(groups, lr=lr, betas=betas, warmup_steps=0, weight_decay=0.0)
-    raise ConfigError(f"unknown trainer.optimizer {name!r}", fix=f"use one of {', '.join(OPTIMIZERS)}")
+    check_optimizer(name)
+    raise AssertionError(f"optimizer {name!r} is listed but not built")
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown trainer.optimizer {name!r}", fix=f"use one of {', '.join(OPTIMIZERS)}")
 
 
 def base_optimizer(opt) -> torch.optim.Optimizer:
