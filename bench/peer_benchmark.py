@@ -135,29 +135,18 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 def run_sparsescope(arch, d_sae, k, train, batch, steps, device="cpu", bf16=False, lr=None, optimizer="adam"):
-    import lightning as L
-
-    from core.training import train_sae
-
-    class Memory(L.LightningDataModule):
-        batch_size = batch
-        n_val_tokens = 0
-
-        def train_dataloader(self):
-            return torch.utils.data.DataLoader(train[:steps * batch], batch_size=batch, shuffle=False)
-
-        def val_dataloader(self):
-            return []
+    from core.training import TensorDataModule, train_sae
 
     cfg = {"architecture": arch, "d_in": train.shape[1], "d_sae": d_sae}
     cfg.update({"k": k} if arch == "topk" else {"l1_coefficient": RELU_L1["sparsescope"]})
     with tempfile.TemporaryDirectory() as tmp:
-        sae, summary = train_sae(cfg, Memory(), tmp, total_tokens=steps * batch, batch_size=batch, lr=lr,
+        data = TensorDataModule(train[:steps * batch], batch_size=batch, shuffle=False)  # batches are views
+        sae, summary = train_sae(cfg, data, tmp, total_tokens=steps * batch, batch_size=batch, lr=lr,
                                  optimizer=optimizer,
                                  init_tokens=batch, save=False, warmup_steps=0,
                                  trainer_cfg={"logger": "none", "enable_progress_bar": False,
                                               "accelerator": "gpu" if device.startswith("cuda") else "cpu",
-                                              "devices": 1,
+                                              "devices": 1, "limit_val_batches": 0,
                                               "precision": "bf16-mixed" if bf16 else "32-true",
                                               "checkpoint_every_n_steps": 10**9})
 

@@ -25,6 +25,10 @@ class _Batches(IterableDataset):
         n = self.x.shape[0]
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for i in range(0, n, self.batch_size):
+            if not self.shuffle:  # a view, no gather copy
+                j = slice(i, i + self.batch_size)
+                yield self.x[j] if self.y is None else (self.x[j], self.y[j])
+                continue
             idx = order[i:i + self.batch_size]
             if idx.numel() == 0:
                 break
