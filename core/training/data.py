@@ -23,7 +23,7 @@ class _Batches(IterableDataset):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         n = self.x.shape[0]
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=g) if self.shuffle else None
         for i in range(0, n, self.batch_size):
             if not self.shuffle:  # a view, no gather copy
                 j = slice(i, i + self.batch_size)
