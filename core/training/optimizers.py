@@ -60,12 +60,9 @@ def schedule_free_signum(groups: list[dict[str, Any]], *, lr: float, momentum: f
         def __init__(self, base: torch.optim.Optimizer, momentum: float) -> None:
             ScheduleFreeWrapper.__init__(self, base, momentum=momentum)
             self.defaults = base.defaults
-            self._optimizer_step_pre_hooks = base._optimizer_step_pre_hooks
-            self._optimizer_step_post_hooks = base._optimizer_step_post_hooks
-            self._optimizer_state_dict_pre_hooks = base._optimizer_state_dict_pre_hooks
-            self._optimizer_state_dict_post_hooks = base._optimizer_state_dict_post_hooks
-            self._optimizer_load_state_dict_pre_hooks = base._optimizer_load_state_dict_pre_hooks
-            self._optimizer_load_state_dict_post_hooks = base._optimizer_load_state_dict_post_hooks
+            for name, hooks in vars(base).items():
+                if name.startswith("_optimizer_") and name.endswith("_hooks"):
+                    setattr(self, name, hooks)
 
         def __repr__(self) -> str:
             return f"ScheduleFreeSignum(momentum={self.momentum}, {self.base!r})"
@@ -97,11 +94,6 @@ def check_optimizer(name: str) -> None:
         raise ConfigError(f"unknown trainer.optimizer {name!r}", fix=f"use one of {', '.join(OPTIMIZERS)}")
 
 
-def base_optimizer(opt) -> torch.optim.Optimizer:
-    """The ``torch.optim.Optimizer`` underneath (the schedule-free wrapper is not one)."""
-    return getattr(opt, "base", opt)
-
-
 def is_schedule_free(opt) -> bool:
     return hasattr(opt, "train") and hasattr(opt, "eval") and not isinstance(opt, torch.nn.Module)
 
@@ -110,11 +102,6 @@ def in_train_mode(opt) -> bool:
     if hasattr(opt, "train_mode"):
         return bool(opt.train_mode)
     return bool(opt.param_groups[0].get("train_mode", False))
-
-
-def has_average(opt) -> bool:
-    """Whether the optimiser has taken a step (before that, ``x`` and ``y`` are the same point)."""
-    return any("z" in s for s in base_optimizer(opt).state.values())
 
 
 @torch.no_grad()
