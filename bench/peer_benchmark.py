@@ -30,6 +30,7 @@ import ast
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -271,7 +272,7 @@ def worker(args) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    acts = load_file(args.data)["acts"]
+    acts = load_file(args.data)["acts"].float()  # a store carried to a GPU machine may be fp16
     n_train = args.steps * args.batch
     held = acts[-args.eval_tokens:]
     distinct = acts[:acts.shape[0] - args.eval_tokens]
@@ -307,14 +308,14 @@ def _lib_value(text: str) -> tuple[str, float]:
 
 
 def run_one(lib: str, args, d_sae: int, arch: str) -> dict:
-    py = sys.executable if lib in OURS else str(PEERS_PY)
+    py = sys.executable if lib in OURS else args.peers_python
     cmd = [py, __file__, "--worker", "--lib", lib, "--arch", arch, "--d-sae", str(d_sae), "--k", str(args.k),
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads),
            "--data", str(args.data), "--eval-tokens", str(args.eval_tokens), "--device", args.device]
     cmd += ["--lr", str(args.lr)] if args.lr else []
     cmd += ["--l1", *[f"{k}={v}" for k, v in args.l1]] if args.l1 else []
     cmd += ["--bf16"] if args.bf16 else []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"lib": lib, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -342,6 +343,8 @@ def main() -> None:
                    help="cpu or cuda[:N]; every library trains on it")
     p.add_argument("--bf16", action="store_true",
                    help="on CUDA, also train ours under bf16 autocast (weights, thresholds and norms stay fp32)")
+    p.add_argument("--peers-python", default=str(PEERS_PY),
+                   help="the interpreter that has the peers installed (default: bench/peers/.venv)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--lib", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -350,8 +353,8 @@ def main() -> None:
         args.arch, args.d_sae = args.arch[0], args.d_sae[0]
         print(json.dumps(worker(args)))
         return
-    if not PEERS_PY.exists():
-        sys.exit("peers' environment missing: run `bash bench/peers/setup.sh` first")
+    if set(args.libs) - set(OURS) and not Path(args.peers_python).exists() and not shutil.which(args.peers_python):
+        sys.exit(f"peers' interpreter {args.peers_python} missing: run `bash bench/peers/setup.sh` first")
     sys.path.insert(0, str(ROOT))
     from core.cache import cache_dir
 

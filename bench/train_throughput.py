@@ -44,13 +44,22 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def matmul_gflops(batch: int, d_in: int, d_sae: int, repeats: int = 3) -> float:
-    a, b = torch.randn(batch, d_in), torch.randn(d_in, d_sae)
+def matmul_gflops(batch: int, d_in: int, d_sae: int, device: str = "cpu", repeats: int = 3) -> float:
+    a = torch.randn(batch, d_in, device=device)
+    b = torch.randn(d_in, d_sae, device=device)
+    repeats = repeats if device == "cpu" else 50 * repeats
     a @ b
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(device)
     return 2.0 * batch * d_in * d_sae * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def one(name: str, args) -> dict:
@@ -111,12 +120,12 @@ def main() -> None:
         print(json.dumps(one(args.one, args)))
         return
     torch.set_num_threads(args.threads)
-    rate = matmul_gflops(args.batch, args.d_in, args.d_sae) if args.device == "cpu" else float("nan")
+    rate = matmul_gflops(args.batch, args.d_in, args.d_sae, args.device)
     matmul_s = 2.0 * args.batch * args.d_in * args.d_sae / (rate * 1e9)
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"threads={args.threads}"
     print(f"d_in={args.d_in} d_sae={args.d_sae} batch={args.batch} k={args.k} {where}")
     print(f"dense matmul [{args.batch}x{args.d_in}] @ [{args.d_in}x{args.d_sae}]: {rate:.1f} GFLOP/s "
-          f"({matmul_s * 1000:.0f} ms)")
+          f"({matmul_s * 1000:.2f} ms)")
     extra = f" {'compiled tok/s':>15s} {'compile s':>10s} {'compiled/plain':>15s}" if args.compile else ""
     print(f"{'architecture':22s} {'tokens/s':>10s} {'step ms':>9s} {'matmuls/step':>13s} {'peak MB':>9s}{extra}")
     names = [n for n, _ in CONFIGS if not args.only or n in args.only or n.split()[0] in args.only]
@@ -125,7 +134,7 @@ def main() -> None:
                "--batch", str(args.batch), "--k", str(args.k), "--steps", str(args.steps),
                "--threads", str(args.threads), "--device", args.device]
         r = _run(cmd)
-        line = (f"{name:22s} {r['tokens_per_s']:10.0f} {r['step_s'] * 1000:9.0f} "
+        line = (f"{name:22s} {r['tokens_per_s']:10.0f} {r['step_s'] * 1000:9.1f} "
                 f"{r['step_s'] / matmul_s:13.2f} {r['peak_mb']:9.0f}")
         if args.compile:
             c = _run([*cmd, "--compiled"])

@@ -34,15 +34,24 @@ TRAINER_KEYS = {
 
 
 class _Throughput(Callback):
-    """Tokens per second over this session's steps (a resumed run counts only its own)."""
+    """Tokens per second over this session's steps (a resumed run counts only its own).
+
+    On a GPU the clock is read after a synchronise, so queued kernels are counted."""
+
+    @staticmethod
+    def _sync(pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._sync(pl_module)
         self.t0 = time.perf_counter()
         self.tokens0 = int(pl_module.tokens_seen)
         self.seconds = 0.0
         self.tokens = 0
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._sync(pl_module)
         self.seconds = time.perf_counter() - self.t0
         self.tokens = int(pl_module.tokens_seen) - self.tokens0
 
