@@ -208,3 +208,33 @@ def test_blocked_transpose_equals_plain_transpose():
     out = transpose_contiguous(a, block=64)
     assert out.is_contiguous() and torch.equal(out, a.t())
     assert torch.equal(transpose_contiguous(a[:10]), a[:10].t())
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka"])
+def test_reused_preactivation_tensor_matches_fresh_allocation(arch):
+    """Two losses taken before either backward (so the second overwrites the reused tensor)
+    give the freshly allocated path's losses and gradients; the tensor is neither saved nor
+    copied with the module."""
+    torch.manual_seed(4)
+    cfg = dict(architecture=arch, d_in=20, d_sae=96, k=5, aux_k=8, sparse_decode=True)
+    xs = [torch.randn(48, 20) * 2 + 0.3 for _ in range(2)]
+    dead = torch.zeros(96, dtype=torch.bool)
+    dead[::4] = True
+    runs = []
+    ref = build_dictionary(cfg)
+    for reuse in (False, True):
+        sae = build_dictionary(cfg)
+        sae.load_state_dict(ref.state_dict())
+        sae.reuse_preactivations = reuse
+        sae.train()
+        outs = [sae.loss(x, dead_mask=dead) for x in xs]
+        sum(o.loss for o in outs).backward()
+        runs.append(([o.loss.detach() for o in outs], _grads(sae), sae))
+    (l_f, g_f, _), (l_r, g_r, reused) = runs
+    assert "pre" in reused._scratch._tensors
+    for a, b in zip(l_f, l_r, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    for name in g_f:
+        assert torch.allclose(g_f[name], g_r[name], atol=1e-6), name
+    assert not any("scratch" in k or k == "pre" for k in reused.state_dict())
+    assert copy.deepcopy(reused)._scratch._tensors == {}

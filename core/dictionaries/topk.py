@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from core.dictionaries.base import Dictionary, DictionaryConfig, LossOutput, register
+from core.dictionaries.scratch import Scratch
 from core.dictionaries.sparse import ActiveSet, gather_preactivation, sparse_decode
 from core.errors import ConfigError
 
@@ -59,7 +60,13 @@ def auxk_loss(sae: Dictionary, xc: torch.Tensor, pre: torch.Tensor, residual: to
 
 
 class TopKFamily(Dictionary):
-    """Shared machinery: a selection rule over pre-activations, dense or sparse decoding, AuxK."""
+    """Shared machinery: a selection rule over pre-activations, dense or sparse decoding, AuxK.
+
+    ``reuse_preactivations``: on the CPU, while training, the sparse path writes each step's
+    pre-activations into one reused tensor (see ``core.dictionaries.scratch``); switch it off
+    to allocate afresh, as the GPU path always does."""
+
+    reuse_preactivations: bool = True
 
     def __init__(self, cfg: DictionaryConfig) -> None:
         if not cfg.k or cfg.k <= 0:
@@ -68,6 +75,14 @@ class TopKFamily(Dictionary):
         if cfg.k > cfg.d_sae:
             raise ConfigError(f"sae.k={cfg.k} exceeds sae.d_sae={cfg.d_sae}", fix="lower sae.k")
         super().__init__(cfg)
+        self._scratch = Scratch()
+
+    def _preactivation_out(self, n_rows: int) -> torch.Tensor | None:
+        """The reused ``[n_rows, d_sae]`` tensor for ``addmm(out=...)``, or None to allocate."""
+        if (not self.reuse_preactivations or not self.training or self.W_enc.device.type != "cpu"
+                or torch.compiler.is_compiling()):
+            return None
+        return self._scratch.get("pre", (n_rows, self.cfg.d_sae), self.W_enc)
 
     def current_k(self, progress: float) -> int:
         """``k`` for this point of training: annealed linearly from ``k_anneal_from`` if set."""
@@ -109,7 +124,8 @@ class TopKFamily(Dictionary):
             xc = self.flatten_input(x).to(self.W_enc.dtype)
             center = self.b_dec if self.subtracts_b_dec else None
             with torch.no_grad():
-                pre = torch.addmm(self.b_enc, xc if center is None else xc - center, self.W_enc)
+                pre = torch.addmm(self.b_enc, xc if center is None else xc - center, self.W_enc,
+                                  out=self._preactivation_out(xc.shape[0]))
                 active = self.select(pre, k)
             vals = torch.relu(gather_preactivation(xc, self.W_enc, self.b_enc, pre, active, center=center))
             f = None

@@ -72,15 +72,27 @@ class DictionaryModule(L.LightningModule):
 
     def scaled(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = split_batch(batch)
-        x = x.float() * float(self.scale)
+        x = x.float() * self.scale.float()  # a 0-dim tensor: no device-to-host sync per step on a GPU
         if y is not None:
-            y = y.float() * float(self.target_scale)
+            y = y.float() * self.target_scale.float()
         return x, y
+
+    def _log_due(self) -> bool:
+        """Whether this step's training metrics are logged: every ``log_every_n_steps`` and at the
+        last step. Each ``self.log`` costs Lightning ~1 ms of host time (measured on an H200, where
+        logging seven metrics every step took half of a 12 ms TopK step)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        step = self.global_step + 1
+        return step % max(1, int(trainer.log_every_n_steps)) == 0 or step >= self.total_steps
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = self.scaled(batch)
         out = self.train_loss(x, y, dead_mask=self.dead_mask(), progress=self.progress())
         self._count_fires(out.fired, x.shape[0])
+        if not self._log_due():
+            return out.loss
         n = x.shape[0]
         self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=n)
         for name, value in out.terms.items():
@@ -113,7 +125,7 @@ class DictionaryModule(L.LightningModule):
             torch.distributed.all_reduce(fired)
             n_tokens *= torch.distributed.get_world_size()
         self.tokens_since_fired += n_tokens
-        self.tokens_since_fired[fired > 0] = 0
+        self.tokens_since_fired.masked_fill_(fired > 0, 0)
         self.tokens_seen += n_tokens
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

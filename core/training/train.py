@@ -165,6 +165,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     max_steps = max(1, int(total_tokens) // batch_size)
 
     x0, y0 = sample_for_init(datamodule, init_tokens)
+    x0, y0 = x0.cpu(), None if y0 is None else y0.cpu()  # data already on a GPU: initialise where the SAE is built
     scale = activation_scale(x0) if normalize_activations else 1.0
     target_scale = activation_scale(y0) if (normalize_activations and y0 is not None) else scale
     if init_b_dec:
