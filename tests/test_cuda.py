@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from test_training import _StopAt  # tests/ is on sys.path under pytest's default import mode
 
 from core.dictionaries import build_dictionary
 from core.training import TensorDataModule, train_sae
@@ -96,15 +96,6 @@ def test_compiled_training_on_gpu_matches_plain(tmp_path):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     for name, p in runs[False].items():
         assert torch.allclose(p, runs[True][name], atol=1e-4, rtol=1e-3), name
-
-
-class _StopAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "signum"])
