@@ -27,9 +27,6 @@ class Scratch:
             t = self._tensors[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
 
-    def clear(self) -> None:
-        self._tensors.clear()
-
     def __deepcopy__(self, memo) -> Scratch:
         return Scratch()
 

@@ -79,8 +79,8 @@ class DictionaryModule(L.LightningModule):
 
     def _log_due(self) -> bool:
         """Whether this step's training metrics are logged: every ``log_every_n_steps`` and at the
-        last step. Each ``self.log`` costs Lightning ~1 ms of host time (measured on an H200, where
-        logging seven metrics every step took half of a 12 ms TopK step)."""
+        last step. Seven ``self.log`` calls cost ~4.8 ms of host time a step on the 2-core CPU
+        (a tiny SAE's step fell from 11.4 to 6.6 ms), a third of a 13 ms TopK step on an H200."""
         trainer = self._trainer
         if trainer is None:
             return True
