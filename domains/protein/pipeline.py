@@ -70,6 +70,27 @@ def harvest_layers(adapter: Any, records: Sequence[ProteinRecord], hooks: Sequen
                    drop_special=True)
 
 
+def split_and_harvest(records: Sequence[ProteinRecord], split_cfg: Any, model_cfg: Any, study: Any,
+                      run_dir: Path, timer: Timer) -> tuple[pd.DataFrame, dict[int, str], list[str], dict[str, Any]]:
+    """What every protein study does once its records are read: sequence-identity splits (cached
+    in ``run_dir``), the model, and its residue activations at ``study.layers``.
+
+    Returns the split table, each record's split, the hooks and their stores."""
+    from core.adapters import load_adapter
+    from domains.protein.splits import cached_splits
+
+    with timer("splits"):
+        table = cached_splits(records, split_cfg, run_dir)
+        splits = split_by_index(records, table)
+    with timer("load_model"):
+        adapter = load_adapter(model_cfg)
+    hooks = layer_hooks(list(study.layers), adapter.n_layers)
+    with timer("harvest"):
+        stores = harvest_layers(adapter, records, hooks, Path(run_dir) / "activations",
+                                batch_tokens=int(study.harvest_batch_tokens))
+    return table, splits, hooks, stores
+
+
 def store_tokens(store: Any) -> pd.DataFrame:
     """The store's (sample, position) rows in store order: the concept matrix's token table."""
     cols = store.load(columns=("sample", "position"))

@@ -25,14 +25,11 @@ from domains.protein.pipeline import (
     Timer,
     concept_f1,
     enrich_layer,
-    harvest_layers,
-    layer_hooks,
-    split_by_index,
+    split_and_harvest,
     store_tokens,
     train_layer,
 )
 from domains.protein.records import ProteinRecord
-from domains.protein.splits import cached_splits
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +132,6 @@ def chain_labels(records: list[ProteinRecord], min_count: int) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from core.adapters import load_adapter
-
     cs = cfg.case_study
     run_dir = Path(run_dir)
     timer = Timer()
@@ -144,15 +139,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         records = load_chains(cs)
     with timer("imgt_numbering"):
         records, nums, n_unnumbered = number_and_filter(records, cs, run_dir)
-    with timer("splits"):
-        split_table = cached_splits(records, cs.split, run_dir)
-        splits = split_by_index(records, split_table)
-    with timer("load_model"):
-        adapter = load_adapter(cfg.model)
-    hooks = layer_hooks(list(cs.layers), adapter.n_layers)
-    with timer("harvest"):
-        stores = harvest_layers(adapter, records, hooks, run_dir / "activations",
-                                batch_tokens=int(cs.harvest_batch_tokens))
+    split_table, splits, hooks, stores = split_and_harvest(records, cs.split, cfg.model, cs, run_dir, timer)
     with timer("concepts"):
         rc = region_concepts(nums, include_amino_acids=bool(cs.amino_acid_concepts), records=records)
         cm = rc.matrix(store_tokens(stores[hooks[0]]))

@@ -29,15 +29,12 @@ from domains.protein.pipeline import (
     Timer,
     concept_f1,
     enrich_layer,
-    harvest_layers,
-    layer_hooks,
     resolve_path,
-    split_by_index,
+    split_and_harvest,
     store_tokens,
     train_layer,
 )
 from domains.protein.records import InputPolicy, ProteinRecord
-from domains.protein.splits import cached_splits
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +90,6 @@ def features_with_f1(enrich_dir: Path, basis: str, cutoff: float = 0.5,
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from core.adapters import load_adapter
-
     cs, dom = cfg.case_study, cfg.domain
     run_dir = Path(run_dir)
     timer = Timer()
@@ -103,15 +98,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not records:
         raise ConfigError("no proteins left after reading and checking the input",
                           fix=f"check domain.data.path ({dom.data.path}); skipped: {skipped}")
-    with timer("splits"):
-        split_table = cached_splits(records, dom.split, run_dir)
-        splits = split_by_index(records, split_table)
-    with timer("load_model"):
-        adapter = load_adapter(cfg.model)
-    hooks = layer_hooks(list(cs.layers), adapter.n_layers)
-    with timer("harvest"):
-        stores = harvest_layers(adapter, records, hooks, run_dir / "activations",
-                                batch_tokens=int(cs.harvest_batch_tokens))
+    split_table, splits, hooks, stores = split_and_harvest(records, dom.split, cfg.model, cs, run_dir, timer)
     cc = dom.concepts
     with timer("concepts"):
         rc = residue_concepts(records, feature_types=list(cc.feature_types), min_count=int(cc.min_count),
