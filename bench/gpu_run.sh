@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one call, for a machine lent for minutes: the CUDA tests, then the peer
-# benchmark, bf16 autocast and torch.compile on the card. Each part has its own time limit so a
-# slow one cannot eat the rest; logs go to $OUT (else bench/results/gpu).
+# benchmark, the bare step of dense and sparse TopK and ReLU, and bf16 autocast on the card
+# (`train_throughput.py --compile` measures torch.compile when there is time). Each part has its
+# own time limit so a slow one cannot eat the rest; logs go to $OUT (else bench/results/gpu).
 #
 # The machine is offline, so what it lacks travels with the checkout (both folders ignored by git):
 #   .whl/        the peers and their pure-Python needs, as py3.12 wheels (bash bench/gpu_prepare.sh)
@@ -25,10 +26,14 @@ part() {  # part SECONDS LOGNAME CMD...: run one part under its own limit, keep 
     timeout "$limit" "$@" 2>&1 | tee "$out/$log.log"
 }
 
-peer="$py bench/peer_benchmark.py --device cuda --peers-python $py --threads 8 --train-tokens 16384 --eval-tokens 8192"
-part 150 tests $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
-part 150 peer_topk_18432 $peer --arch topk --d-sae 18432 --steps ${STEPS:-512} --reps 2
-part 45 peer_bf16_18432 $peer --arch topk --d-sae 18432 --steps ${STEPS:-512} --reps 1 --libs sparsescope sparsescope+signum --bf16
-part 90 compile_18432 $py bench/train_throughput.py --device cuda --d-sae 18432 --steps 50 --compile --only "topk (sparse)" relu
-part 75 peer_topk_4608 $peer --arch topk --d-sae 4608 --steps ${STEPS:-512} --reps 1
-part 60 peer_relu_18432 $peer --arch relu --d-sae 18432 --steps ${STEPS:-512} --reps 1 --libs sparsescope dictionary_learning sae_lens
+# Sized from the 2026-11-26 H200 lease: one library's 128-step run took ~16 s there (start-up included),
+# the CUDA tests 29 s; a first version with 512 steps and 2 repetitions ran out of its limits.
+# SAELens is left out: its package imports wandb, which the image lacks.
+peer="$py bench/peer_benchmark.py --device cuda --peers-python $py --threads 8 --train-tokens 16384 --eval-tokens 8192 --steps ${STEPS:-128}"
+libs="--libs sparsescope sparsescope+signum sparsify dictionary_learning"
+part 90 tests $py -m pytest -q -p no:cacheprovider tests/test_cuda.py
+part 180 peer_topk_18432 $peer --arch topk --d-sae 18432 --reps 2 $libs
+part 90 peer_topk_4608 $peer --arch topk --d-sae 4608 --reps 1 $libs
+part 60 throughput_18432 $py bench/train_throughput.py --device cuda --d-sae 18432 --steps 50 --only topk relu
+part 45 peer_bf16_18432 $peer --arch topk --d-sae 18432 --reps 1 --libs sparsescope sparsescope+signum --bf16
+part 60 peer_relu_18432 $peer --arch relu --d-sae 18432 --reps 1 --libs sparsescope dictionary_learning
