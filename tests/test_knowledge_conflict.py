@@ -252,7 +252,7 @@ def test_case_study_runs_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch)
     from omegaconf import OmegaConf
 
     import domains.knowledge_conflict.behaviour as beh_mod
-    import domains.knowledge_conflict.case_study as cs
+    import domains.knowledge_conflict.studies.knowledge_conflict as cs
 
     monkeypatch.setenv("SPARSESCOPE_CACHE", str(tmp_path / "cache"))
     examples = [e for e in builtin_examples() if e.meta["relation"] == "symbol"][:12]

@@ -64,6 +64,14 @@ def track_figure(sequences: Sequence[str], names: Sequence[str], tracks: Sequenc
     return fig
 
 
+def pick_track_samples(splits: dict[int, str], n: int, seed: int = 0) -> list[int]:
+    """``n`` test-split samples to draw tracks for: held-out chains, drawn at random so the
+    figure shows typical chains rather than the ones a feature was chosen on."""
+    test = sorted(i for i, s in splits.items() if s == "test")
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(test, size=min(n, len(test)), replace=False).tolist()) if test else []
+
+
 def feature_tracks(sae, store, sample: int, features: dict[str, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Positions and SAE activations of ``features`` (label -> latent index) for one sample."""
     import torch

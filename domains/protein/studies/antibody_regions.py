@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -225,9 +224,3 @@ def _best_layers(per_layer: dict[str, Any]) -> dict[str, Any]:
                     best[reg] = {"layer": layer, "f1": f1}
         out[basis] = best
     return out
-
-
-def pick_track_samples(splits: dict[int, str], n: int, seed: int = 0) -> list[int]:
-    test = sorted(i for i, s in splits.items() if s == "test")
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(test, size=min(n, len(test)), replace=False).tolist()) if test else []

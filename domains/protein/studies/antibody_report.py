@@ -26,8 +26,7 @@ def _region_table(per_layer: dict[str, Any]) -> pd.DataFrame:
 
 def write_report(run_dir: Path, cs, records, nums, splits: dict[int, str], stores, saes, per_layer,
                  hooks) -> Path:
-    from domains.protein.studies.antibody_regions import pick_track_samples
-    from domains.protein.tracks import feature_tracks, track_figure
+    from domains.protein.tracks import feature_tracks, pick_track_samples, track_figure
 
     rep = Report("antibody_regions: AntiBERTy SAE features vs IMGT regions", run_dir)
     counts = pd.Series(splits).value_counts().to_dict()

@@ -1,0 +1,1 @@
+"""Case-study runners: one module per case study, each with ``run(cfg, run_dir)``."""

@@ -1,0 +1,1 @@
+"""Personality and persona audits of LLMs: the Big Five inventory, persona vectors and features, steering."""
