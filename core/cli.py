@@ -1,7 +1,8 @@
 """The ``sparsescope`` command: Hydra composes the config, this dispatches to a case study or one stage.
 
 ``sparsescope case_study=<name> hydra.run.dir=DIR`` runs a whole case study;
-``sparsescope stage=<name> ...`` runs one stage on the composed config. Every run writes
+``sparsescope stage=<name> ...`` runs one stage on the composed config;
+``sparsescope annotate annotate.fasta=FILE annotate.run=RUN ...`` is ``stage=annotate_sequences``. Every run writes
 ``DIR/results.json``. A ``UserError`` (bad input, bad config) prints one message and exits
 non-zero without a traceback.
 """
@@ -85,7 +86,13 @@ def _hydra_main(cfg: DictConfig) -> None:
         sys.exit(130)
 
 
+# Sub-commands: a first argument without "=" that names one expands into the overrides it stands for.
+SUBCOMMANDS = {"annotate": ["stage=annotate_sequences", "+annotate=default"]}
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        sys.argv[1:2] = SUBCOMMANDS[sys.argv[1]]
     _hydra_main()
 
 

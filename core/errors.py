@@ -25,7 +25,7 @@ class UserError(Exception):
         if fix:
             text += f"\n  fix: {fix}"
         super().__init__(text)
-        self.path, self.record, self.fix = path, record, fix
+        self.message, self.path, self.record, self.fix = message, path, record, fix
 
 
 class DataError(UserError):

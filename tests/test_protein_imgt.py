@@ -94,3 +94,17 @@ def test_region_concepts_for_the_case_study():
     assert rows("aa:C")[:7].tolist() == [0, 0, 0, 0, 0, 0, 1]
     labels = chain_labels(recs, min_count=1)
     assert labels["chain=kappa"].tolist() == [True, False]
+
+
+def test_imgt_regions_annotator_marks_cdrs_and_leaves_non_antibodies_bare(tmp_path, monkeypatch):
+    pytest.importorskip("anarcii")
+    from core.samples import Sample
+    from domains.protein.imgt import ImgtRegions
+
+    monkeypatch.setenv("SPARSESCOPE_CACHE", str(tmp_path))
+    lysozyme = "KVFGRCELAAAMKRHGLDNYRGYSLGNWVCAAKFESNFNTQATNRNTDGSTDYGILQINSRWWCNDGRTPGSKNLCNIPCSALLSSDITASVNCAKKIVSDGNGMNAWVAWRNRCKGTDVQAWIRGCRL"
+    heavy, other = ImgtRegions()([Sample("tras_H", TRAS_H), Sample("lyz", lysozyme)])
+    assert other is None
+    cdr3 = "".join(TRAS_H[p] for p, r in zip(heavy["position"], heavy["region"], strict=True) if r == "CDR3")
+    assert cdr3 == "SRWGGDGFYAMDY"
+    assert heavy["imgt"][heavy["region"].index("CDR3")] == "105"

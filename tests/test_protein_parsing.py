@@ -208,3 +208,23 @@ def test_tsv_bad_location_names_column(tmp_path):
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         read_fasta(tmp_path / "nope.fasta")
+
+
+def test_read_samples_tells_the_format_and_applies_the_policy(tmp_path):
+    from core.errors import DataError
+    from domains.protein.readers import detect_format, read_samples
+
+    fixtures = Path(__file__).parent / "fixtures" / "protein"
+    assert detect_format(fixtures / "uniprot_features.tsv") == "uniprot_tsv"
+    assert detect_format(fixtures / "swissprot_small.dat") == "swissprot"
+    fasta = tmp_path / "mine"
+    fasta.write_text(">a\nMKV\n>b\nMK1V\n")
+    assert detect_format(fasta) == "fasta"
+    with pytest.raises(DataError, match=r"mine:3.*record b"):
+        read_samples(fasta)
+    samples, skipped = read_samples(fasta, on_error="skip")
+    assert [s.id for s in samples] == ["a"] and skipped == {"bad_characters": 1}
+    tsv, _ = read_samples(fixtures / "uniprot_features.tsv")
+    assert tsv[0].id == "X9A001" and tsv[0].text.startswith("MKLLVLG")
+    flat, _ = read_samples(fixtures / "swissprot_small.dat")
+    assert flat and all(s.text for s in flat)

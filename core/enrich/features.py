@@ -96,6 +96,26 @@ def _emit(part: dict[str, np.ndarray], chunk_tokens: int, finished: set[int],
         i = j
 
 
+@torch.no_grad()
+def encode_sparse(sae: Any, acts: Any, *, batch_tokens: int = 4096,
+                  device: str | torch.device = "cpu") -> sp.csr_matrix:
+    """``sae.encode`` over token rows in batches, kept as a sparse [n, d_sae] float32 matrix
+    (the dense latents of one batch at most are ever held)."""
+    n_features = int(sae.cfg.d_sae)
+    x_all = torch.as_tensor(acts)
+    if sae.cfg.n_inputs > 1:
+        x_all = x_all.reshape(len(x_all), sae.cfg.n_inputs, -1)
+    blocks = []
+    for a in range(0, len(x_all), int(batch_tokens)):
+        f = sae.encode(x_all[a:a + int(batch_tokens)].to(device)).float().cpu()
+        r, c = torch.nonzero(f, as_tuple=True)
+        blocks.append(sp.csr_matrix((f[r, c].numpy(), (r.numpy(), c.numpy())),
+                                    shape=(f.shape[0], n_features), dtype=np.float32))
+    if not blocks:
+        return sp.csr_matrix((0, n_features), dtype=np.float32)
+    return sp.vstack(blocks, format="csr")
+
+
 class _StoreSource:
     """Shared streaming over one or several stores (several: concatenated along features)."""
 
@@ -167,20 +187,8 @@ class DictionaryFeatures(_StoreSource):
     def feature_names(self) -> list[str]:
         return [f"f{i}" for i in range(self.n_features)]
 
-    @torch.no_grad()
     def encode(self, acts: np.ndarray) -> sp.csr_matrix:
-        blocks = []
-        x_all = torch.as_tensor(acts)
-        if self.sae.cfg.n_inputs > 1:
-            x_all = x_all.reshape(len(x_all), self.sae.cfg.n_inputs, -1)
-        for a in range(0, len(x_all), self.batch_tokens):
-            f = self.sae.encode(x_all[a:a + self.batch_tokens].to(self.device)).float().cpu()
-            r, c = torch.nonzero(f, as_tuple=True)
-            blocks.append(sp.csr_matrix((f[r, c].numpy(), (r.numpy(), c.numpy())),
-                                        shape=(f.shape[0], self.n_features), dtype=np.float32))
-        if not blocks:
-            return sp.csr_matrix((0, self.n_features), dtype=np.float32)
-        return sp.vstack(blocks, format="csr")
+        return encode_sparse(self.sae, acts, batch_tokens=self.batch_tokens, device=self.device)
 
     def iter_chunks(self, keep: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[dict[str, Any]]:
         for ch in self._chunks(keep):

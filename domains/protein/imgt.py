@@ -14,6 +14,7 @@ version, mode and sequence; a second run over the same chains is instant.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -210,12 +211,7 @@ def number_chains(sequences: Sequence[str], *, mode: str = "speed", batch_size: 
         except ImportError:
             raise MissingDependencyError("anarcii (IMGT numbering of antibodies) is not installed",
                                          fix="pip install anarcii") from None
-        import torch
-
-        threads = torch.get_num_threads()
-        model = Anarcii(seq_type="antibody", mode=mode, batch_size=batch_size, cpu=True, ncpu=ncpu,
-                        verbose=False)
-        torch.set_num_threads(threads)
+        model = _anarcii(Anarcii, mode, batch_size, ncpu)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="IMGT numbering (anarcii)", unit="chain", disable=not progress)
@@ -230,3 +226,43 @@ def number_chains(sequences: Sequence[str], *, mode: str = "speed", batch_size: 
             bar.update(len(part))
         bar.close()
     return [done[s] for s in sequences]
+
+
+@functools.lru_cache(maxsize=2)
+def _anarcii(cls, mode: str, batch_size: int, ncpu: int):
+    """One ANARCII model per process and setting (loading costs ~6 s; streaming callers number
+    batch after batch)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    model = cls(seq_type="antibody", mode=mode, batch_size=batch_size, cpu=True, ncpu=ncpu, verbose=False)
+    torch.set_num_threads(threads)
+    return model
+
+
+class ImgtRegions:
+    """Per-residue IMGT numbering and region of antibody chains, for ``sparsescope annotate``.
+
+    Called on a batch of samples, returns per sample ``{"position", "imgt", "region"}`` over the
+    numbered residues (0-based positions), or None for a chain ANARCII cannot number (a
+    non-antibody protein, a fragment), so mixed inputs simply lack the region bar."""
+
+    name = "IMGT"
+
+    def __init__(self, mode: str = "speed", batch_size: int = 64, ncpu: int = 2) -> None:
+        from domains.protein.tracks import REGION_COLOURS
+
+        self.mode, self.batch_size, self.ncpu = mode, int(batch_size), int(ncpu)
+        self.colours = dict(REGION_COLOURS)
+
+    def __call__(self, samples: Sequence) -> list[dict | None]:
+        nums = number_chains([s.text for s in samples], mode=self.mode, batch_size=self.batch_size,
+                             ncpu=self.ncpu, progress=False)
+        out: list[dict | None] = []
+        for n in nums:
+            if n.error or not n.residues:
+                out.append(None)
+                continue
+            out.append({"position": [i for i, _, _ in n.residues],
+                        "imgt": [f"{pos}{ins}" for _, pos, ins in n.residues], "region": n.regions()})
+        return out
