@@ -15,9 +15,6 @@ same Dictionary. Crosscoders are written flattened (``d_in = n_inputs * d_in``).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from safetensors.torch import save_file
 from core.checkpoint.tensors import assign, read_safetensors
 from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
 from core.errors import ConfigError, DataError
-from core.io import read_json, write_json
+from core.io import atomic_dir, read_json, write_json
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -123,29 +120,12 @@ def save_sae(sae: Dictionary, folder: str | Path, *, metadata: dict[str, Any] | 
     cfg = sae_lens_cfg(sae, metadata)
     if extra:
         cfg["sparsescope"]["extra_tensors"] = sorted(extra)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         save_file(main, str(tmp / WEIGHTS))
         if extra:
             save_file(extra, str(tmp / EXTRA))
         write_json(tmp / CFG, cfg)
-        _replace_dir(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap a finished folder into place; a crash leaves either the old or the new one."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_cfg(folder: Path) -> dict[str, Any]:

@@ -93,9 +93,13 @@ def level(value: float, vmax: float) -> int:
 def shaded_tokens(tokens: Sequence[str], values: Sequence[float], vmax: float) -> str:
     """Tokens as HTML with active ones shaded (and their value on hover); inactive ones plain."""
     out = []
+    escaped: dict[str, str] = {}
     for tok, v in zip(tokens, values, strict=True):
-        s = level(float(v), vmax)
-        t = html.escape(str(tok))
+        tok = str(tok)
+        t = escaped.get(tok)
+        if t is None:
+            t = escaped[tok] = html.escape(tok)
+        s = level(float(v), vmax) if v > 0 else 0
         out.append(f"<i class=s{s} title={float(v):.3g}>{t}</i>" if s else t)
     return "".join(out)
 
