@@ -68,6 +68,7 @@ def test_quantile_bins_hold_what_they_claim_and_negatives_are_negative(tmp_path)
         for w in rec.negatives:
             lo = w.sample * TOKENS_PER_SAMPLE + w.position - w.centre
             assert not (X[lo:lo + len(w.tokens), f] > 0).any()
+        assert len({(w.sample, w.position) for w in rec.negatives}) == len(rec.negatives)
         for w in rec.hard:
             row = w.sample * TOKENS_PER_SAMPLE + w.position
             assert (X[row, nbrs[f]] > 0).any()

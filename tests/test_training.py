@@ -198,8 +198,8 @@ def test_train_and_evaluate_stages_on_a_store(tmp_path):
     out = train_stage.run(cfg, tmp_path / "run")
     assert out["train"]["steps"] == 6
     assert (tmp_path / "run" / "sae" / "cfg.json").exists()
-    metrics = evaluate_stage.run(cfg, tmp_path / "run")["metrics"]["reconstruction"]
-    on_disk = read_json(tmp_path / "run" / "metrics.json")["reconstruction"]
+    metrics = evaluate_stage.run(cfg, tmp_path / "run")["metrics"]["core"]
+    on_disk = read_json(tmp_path / "run" / "metrics.json")["core"]
     assert on_disk == metrics
     for key in ("mse", "fvu", "cosine", "l0", "dead_frac", "dense_frac", "l2_ratio",
                 "relative_reconstruction_bias"):

@@ -15,7 +15,9 @@ the measure SAELens and SAEBench report.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +26,7 @@ from torch import nn
 
 from core.adapters.base import Batch, ModelAdapter
 from core.adapters.interventions import Ablate, Splice
+from core.eval.base import Eval, EvalContext, EvalResult
 from core.samples import Sample
 
 CONDITIONS = ("clean", "spliced", "spliced_with_error", "zero_ablation", "mean_ablation")
@@ -160,8 +163,8 @@ def samples_from_store(store: Any, *, n: int = 64, holdout_fraction: float | Non
             for _, r in table.head(n).iterrows()]
 
 
-def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any) -> dict[str, Any]:
-    """The ``spliced`` evaluator of ``stage=evaluate`` (``evaluate.evaluators=[reconstruction,spliced]``).
+def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any, adapter: Any = None) -> dict[str, Any]:
+    """The ``spliced`` evaluation of ``stage=evaluate`` (``evals=[core,spliced]``).
 
     Loads ``cfg.model``, takes held-out samples (the data module's split) from the store's
     samples.tsv and splices the SAE in at the store's hook. Options under
@@ -181,8 +184,8 @@ def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any) -> 
     if not samples:
         raise DataError("the store has no samples.tsv with sample texts", path=str(store.root),
                         fix="harvest with `sparsescope stage=harvest` (it writes samples.tsv), or leave "
-                            "spliced out of evaluate.evaluators")
-    adapter = load_adapter(cfg.model)
+                            "spliced out of evals=[...]")
+    adapter = adapter or load_adapter(cfg.model)
     if adapter.name != store.model:
         import logging
 
@@ -192,3 +195,52 @@ def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any) -> 
     with torch.no_grad():
         return spliced_metrics(adapter, sae, store.hook, samples, batch_tokens=int(opts.get("batch_tokens", 4096)),
                                mask_fraction=float(opts.get("mask_fraction", 0.15)), seed=int(opts.get("seed", 0)))
+
+
+@dataclass
+class SplicedConfig:
+    n_samples: int = 64
+    batch_tokens: int = 4096
+    mask_fraction: float = 0.15
+    seed: int = 0
+
+
+@dataclass
+class SplicedResult(EvalResult):
+    objective: str
+    hook: str
+    n_scored_tokens: int
+    n_samples: int
+    ce_clean: float
+    ce_spliced: float
+    ce_spliced_with_error: float
+    ce_zero_ablation: float
+    ce_mean_ablation: float
+    kl_spliced: float
+    kl_spliced_with_error: float
+    kl_zero_ablation: float
+    kl_mean_ablation: float
+    loss_recovered_zero: float
+    loss_recovered_mean: float
+    ce_delta: float
+    mask_fraction: float | None = None
+
+    def headline(self) -> dict[str, float | None]:
+        return {"ce_delta": self.ce_delta, "loss_recovered_zero": self.loss_recovered_zero,
+                "kl_spliced": self.kl_spliced}
+
+
+class SplicedEval(Eval):
+    """The ``spliced`` evaluation: the model's loss with the reconstruction spliced in (needs ``model=``)."""
+
+    name = "spliced"
+    Config = SplicedConfig
+
+    def run(self, ctx: EvalContext) -> SplicedResult:
+        from core.adapters import load_adapter
+
+        if ctx.cfg.get("model") is not None and "adapter" not in ctx.shared:
+            ctx.shared["adapter"] = load_adapter(ctx.cfg.model)
+        out = spliced_evaluator(ctx.cfg, {"spliced": dataclasses.asdict(self.config)}, ctx.sae, ctx.datamodule,
+                                adapter=ctx.shared.get("adapter"))
+        return SplicedResult(**out)

@@ -185,21 +185,17 @@ class ExampleSampler:
         pool = BottomK(1, c.pool_size)
         nb = self._neighbour_matrix(eligible) if c.n_hard and self.neighbours is not None else None
         for i, offset, _, X in self._chunks("examples: selection"):
-            rng = np.random.default_rng([c.seed, 1, i])
+            u = np.random.default_rng([c.seed, 1, i]).random(X.shape[0])  # one random key per token
             rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
             cols = X.indices.astype(np.int64)
-            m = eligible[cols]
+            worst_f = act.worst.reshape(self.n_f, c.n_quantiles).max(axis=1)
+            m = eligible[cols] & (u[rows] < worst_f[cols])
             r, f, v = rows[m], cols[m], X.data[m]
             b = (v[:, None] > inner[f]).sum(1)
-            act.offer(f * c.n_quantiles + b, rng.random(len(f)), offset + r)
+            act.offer(f * c.n_quantiles + b, u[r], offset + r)
             if nb is not None and X.nnz:
-                A = X.copy()
-                A.data[:] = 1
-                H = (A @ nb).tocsr()
-                H = (H - H.multiply(A)).tocoo()
-                hr, hf = H.row[H.data > 0], H.col[H.data > 0].astype(np.int64)
-                hard.offer(hf, rng.random(len(hf)), offset + hr)
-            pool.offer(np.zeros(X.shape[0], np.int64), rng.random(X.shape[0]), offset + np.arange(X.shape[0]))
+                self._offer_hard(hard, nb, X, rows, cols, u, offset)
+            pool.offer(np.zeros(X.shape[0], np.int64), u, offset + np.arange(X.shape[0]))
         g, gid, _ = act.chosen()
         rank = _ranks(g)
         parts = [np.stack([gid, g // c.n_quantiles, np.full(len(g), ROLE_ACTIVATING), g % c.n_quantiles, rank], 1)]
@@ -222,12 +218,37 @@ class ExampleSampler:
                  state["n_eligible"], c.min_examples, state["n_skipped_too_few"], state["n_dead"])
 
     def _neighbour_matrix(self, eligible: np.ndarray) -> sp.csr_matrix:
-        """``N[g, f] = 1`` when ``g`` is one of ``f``'s decoder neighbours (``f`` eligible)."""
+        """Row ``g`` lists the eligible features ``f`` that have ``g`` among their decoder neighbours."""
         nbrs = np.asarray(self.neighbours)[:, : self.cfg.n_neighbours]
         f = np.repeat(np.arange(self.n_f), nbrs.shape[1])
         keep = eligible[f]
         return sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (nbrs.ravel()[keep], f[keep])),
                              shape=(self.n_f, self.n_f))
+
+    @staticmethod
+    def _offer_hard(hard: BottomK, nb: sp.csr_matrix, X: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray,
+                    u: np.ndarray, offset: int) -> None:
+        """Tokens where a decoder neighbour ``g`` of ``f`` fires and ``f`` does not, as candidates for ``f``.
+
+        An entry (token, g) is expanded to its features ``f`` only if its key can still enter
+        the sample of one of them, so after the first chunks almost nothing is expanded."""
+        targets = np.repeat(np.arange(nb.shape[0]), np.diff(nb.indptr))
+        g_worst = np.full(nb.shape[0], -np.inf)
+        np.maximum.at(g_worst, targets, hard.worst[nb.indices])
+        m = np.flatnonzero(u[rows] < g_worst[cols])
+        per_row = max(1.0, len(m) / max(X.shape[0], 1) * nb.nnz / max(nb.shape[0], 1))
+        step = max(1, int((1 << 20) / per_row))  # whole tokens per block: a (token, f) pair is never split
+        bounds = np.searchsorted(rows[m], np.arange(0, X.shape[0] + step, step))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            if b <= a:
+                continue
+            r, g = rows[m[a:b]], cols[m[a:b]]
+            n = np.diff(nb.indptr)[g]
+            r = np.repeat(r, n)
+            f = nb.indices[np.repeat(nb.indptr[g] - np.cumsum(n) + n, n) + np.arange(n.sum())].astype(np.int64)
+            keep = (u[r] < hard.worst[f]) & (_lookup(X, r, f) == 0)
+            pair = np.unique(r[keep] * nb.shape[1] + f[keep])
+            hard.offer(pair % nb.shape[1], u[pair // nb.shape[1]], offset + pair // nb.shape[1])
 
     # ------------------------------------------------------------------ pass 3
     def _write_windows(self, state: dict[str, Any]) -> None:

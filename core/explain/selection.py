@@ -66,7 +66,12 @@ class BottomK:
         self.ids = np.full((int(n_groups), self.k), -1, dtype=np.int64)
         self.worst = np.full(int(n_groups), np.inf, dtype=np.float64)
 
-    def offer(self, groups: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> None:
+    def offer(self, groups: np.ndarray, keys: np.ndarray, ids: np.ndarray, block: int = 1 << 20) -> None:
+        """Offer items; taken in blocks (bottom-k is a set operation, so blocks change nothing but memory)."""
+        for a in range(0, len(groups), block):
+            self._offer(groups[a:a + block], keys[a:a + block], ids[a:a + block])
+
+    def _offer(self, groups: np.ndarray, keys: np.ndarray, ids: np.ndarray) -> None:
         if not len(groups) or self.k == 0:
             return
         keep = keys < self.worst[groups]

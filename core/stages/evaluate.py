@@ -1,55 +1,112 @@
-"""Stage ``evaluate``: metrics of a trained dictionary on the held-out split of a store.
+"""Stage ``evaluate``: the evaluation suite over one or several dictionaries on one store.
 
     sparsescope stage=evaluate evaluate.sae=DIR/train/sae data.root=STORE hydra.run.dir=DIR/eval
+    sparsescope stage=evaluate evals=[core,sparse_probing,absorption,autointerp] \
+        evaluate.saes=[A/sae,B/sae] data.root=STORE model=smollm2 hydra.run.dir=OUT
 
-Writes ``run_dir/metrics.json``: one section per evaluator. ``reconstruction`` (MSE, FVU,
-cosine, L0, dead/dense fractions, shrinkage) is always there; further evaluators (e.g.
-spliced-in model loss, which needs the model) register in ``EVALUATORS``.
+Each evaluation is a module of ``core.eval`` with its config (options under
+``evaluate.<name>``) and a typed result: ``core`` (reconstruction and sparsity; the old name
+``reconstruction`` is accepted), ``spliced`` (needs ``model=``), ``sparse_probing``,
+``absorption``, ``autointerp``. One dictionary writes ``run_dir/metrics.json`` (a section per
+evaluation); several write ``run_dir/<name>/metrics.json`` each, then ``comparison.tsv``,
+``comparison.md`` and ``figures/<eval>.<metric>.png`` side by side. A dictionary whose
+metrics.json already holds every requested evaluation is not evaluated again (resume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.stages.train import datamodule_from, group
+from core.errors import ConfigError
 
-DEFAULTS: dict[str, Any] = {"sae": None, "split": "val", "max_tokens": None, "dense_threshold": 0.1,
-                            "evaluators": ["reconstruction"]}
-
-
-def reconstruction(cfg: DictConfig, ec: dict[str, Any], sae, dm) -> dict[str, Any]:
-    from core.eval.metrics import evaluate_dictionary
-
-    loader = dm.val_dataloader() if ec["split"] == "val" else dm.train_dataloader()
-    return evaluate_dictionary(sae, loader, max_tokens=ec["max_tokens"], dense_threshold=ec["dense_threshold"])
+DEFAULTS: dict[str, Any] = {"sae": None, "saes": None, "names": None, "evals": None, "evaluators": None,
+                            "split": None, "max_tokens": None, "dense_threshold": None}
 
 
-def spliced(cfg: DictConfig, ec: dict[str, Any], sae, dm) -> dict[str, Any]:
-    from core.eval.spliced import spliced_evaluator
+def requested(cfg: DictConfig, ec: dict[str, Any]) -> list[str]:
+    names = cfg.get("evals") or ec.get("evals") or ec.get("evaluators") or ["core"]
+    return [str(n) for n in (names if isinstance(names, (list, tuple)) or OmegaConf.is_list(names) else [names])]
 
-    return spliced_evaluator(cfg, ec, sae, dm)
 
-
-EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {"reconstruction": reconstruction, "spliced": spliced}
+def dictionaries(run_dir: Path, ec: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(label, folder) per dictionary: ``evaluate.saes`` (or a list in ``evaluate.sae``)."""
+    given = ec.get("saes") or ec.get("sae") or run_dir / "sae"
+    folders = [Path(p) for p in (given if isinstance(given, (list, tuple)) else [given])]
+    names = list(ec.get("names") or [])
+    if names and len(names) != len(folders):
+        raise ConfigError(f"evaluate.names has {len(names)} names for {len(folders)} dictionaries",
+                          fix="give one name per dictionary, or drop evaluate.names")
+    if not names:
+        names = [(f.parent.name if f.name == "sae" and f.parent.name else f.name) for f in folders]
+        if len(set(names)) < len(names):
+            names = [f"{i}_{n}" for i, n in enumerate(names)]
+    return list(zip(names, folders, strict=True))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from core.checkpoint import load_sae
-    from core.errors import ConfigError
-    from core.eval.metrics import write_metrics
+    from core.eval.base import EVALS, EvalContext, get_eval
+    from core.io import read_json, write_json
+    from core.stages.train import group
 
     run_dir = Path(run_dir)
-    ec = {**DEFAULTS, **(OmegaConf.to_container(cfg.evaluate, resolve=True) if cfg.get("evaluate") else {})}
-    sae = load_sae(ec["sae"] or run_dir / "sae")
-    dm = datamodule_from(group(cfg, "data", "store"), run_dir)
-    metrics: dict[str, Any] = {}
-    for name in ec["evaluators"]:
-        if name not in EVALUATORS:
-            raise ConfigError(f"unknown evaluator {name!r}", fix=f"use evaluate.evaluators from {sorted(EVALUATORS)}")
-        metrics[name] = EVALUATORS[name](cfg, ec, sae, dm)
-    write_metrics(metrics, run_dir / "metrics.json")
-    return {"metrics": metrics}
+    given = OmegaConf.to_container(cfg.evaluate, resolve=True) if cfg.get("evaluate") else {}
+    names = requested(cfg, given)
+    evals = {n: get_eval(n) for n in names}  # unknown names fail here, before any work
+    unknown = sorted(set(given) - set(DEFAULTS) - set(EVALS))
+    if unknown:
+        raise ConfigError(f"unknown evaluate options {unknown}",
+                          fix=f"valid are {sorted(DEFAULTS)} and one section per evaluation {sorted(EVALS)}")
+    legacy = {k: given[k] for k in ("split", "max_tokens", "dense_threshold") if given.get(k) is not None}
+    runners = {cls.name: cls({**(legacy if cls.name == "core" else {}), **(given.get(cls.name) or {})})
+               for cls in evals.values()}
+    data = group(cfg, "data", "store")
+    store_root = _store_root(data, run_dir)
+    shared: dict[str, Any] = {}
+    if {"absorption", "autointerp"} & set(runners):
+        from core.stages.explain import open_store, token_text
+
+        shared["token_text"] = token_text(cfg, open_store(cfg, run_dir))
+    from core.checkpoint import load_sae
+
+    targets = dictionaries(run_dir, given)
+    single = len(targets) == 1
+    all_metrics, headlines = {}, {}
+    for label, folder in targets:
+        out_dir = run_dir if single else run_dir / label
+        path = out_dir / "metrics.json"
+        done = read_json(path) if path.exists() and not single else {}
+        if not all(n in done for n in runners):
+            sae = load_sae(folder)
+            ctx = EvalContext(cfg, sae, folder, store_root, out_dir, run_dir, data, shared)
+            results = {n: r.run(ctx) for n, r in runners.items()}
+            done = {n: res.to_dict() for n, res in results.items()}
+            write_json(path, done)
+            headlines[label] = {n: res.headline() for n, res in results.items()}
+        else:
+            headlines[label] = {n: evals_headline(evals[n], done[n]) for n in runners}
+        all_metrics[label] = done
+    if single:
+        return {"metrics": next(iter(all_metrics.values())), "headline": next(iter(headlines.values()))}
+    from core.eval.compare import write_comparison
+
+    return {"metrics": all_metrics, "headline": headlines, "comparison": write_comparison(headlines, run_dir)}
+
+
+def evals_headline(cls: type, section: dict[str, Any]) -> dict[str, float | None]:
+    """The headline of a result read back from metrics.json."""
+    import dataclasses
+    import typing
+
+    result_type = typing.get_type_hints(cls.run)["return"]
+    fields = {f.name for f in dataclasses.fields(result_type)}
+    return result_type(**{k: v for k, v in section.items() if k in fields}).headline()
+
+
+def _store_root(data: dict[str, Any], run_dir: Path) -> Path | None:
+    if data.get("root"):
+        return Path(data["root"])
+    found = sorted(p.parent for p in (run_dir / "activations").glob("*/manifest.json"))
+    return found[0] if len(found) == 1 else None

@@ -37,6 +37,9 @@ def _metrics(rep: Report, run_dir: Path, found: list[str]) -> None:
     for path in sorted(run_dir.glob("**/metrics.json")):
         data = read_json(path)
         flat = {k: v for k, v in data.items() if isinstance(v, (int, float, str))}
+        for section, values in data.items():  # one section per evaluation (core, spliced, ...)
+            if isinstance(values, dict):
+                flat.update({f"{section}.{k}": v for k, v in values.items() if isinstance(v, (int, float, str))})
         if not flat:
             continue
         rep.heading(f"Dictionary metrics ({path.parent.relative_to(run_dir) or '.'})")
