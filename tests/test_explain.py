@@ -376,8 +376,12 @@ def test_explain_stage_with_concepts_scores_true_above_shuffled(tmp_path):
     assert out["n_features_chosen"] == 12 and out["examples"]["n_eligible"] == 12
     assert out["concept_own"]["auroc"] > 0.95
     assert abs(out["concept_shuffled"]["auroc"] - 0.5) < 0.05
-    scores = pd.read_csv(tmp_path / "run" / "explain" / "concept_scores.tsv", sep="\t")
+    scores = pd.read_csv(tmp_path / "run" / "explanations" / "concept_scores.tsv", sep="\t")
     assert len(scores) == 24
+    from core.sequence_annotation.trained_run import read_explanations
+
+    labels = read_explanations(tmp_path / "run" / "explanations" / "explanations.tsv")
+    assert labels.loc[3, "explanation"] == "class3" and labels.loc[3, "explanation_score"] > 0.95
     cfg.explain.scorers = ["bogus"]
     from core.errors import ConfigError
 

@@ -16,7 +16,7 @@ import pandas as pd
 from core.errors import ConfigError
 from core.explain.examples import ExampleSampler, SamplerConfig, decoder_neighbours
 from core.explain.records import ExampleSet
-from core.explain.run import derangement, explain_and_score
+from core.explain.run import derangement, explain_and_score, read_table
 from core.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def explain_dictionary(source: Any, sae: Any, opts: dict[str, Any], out: Path, t
         summary["n_sampled_without_concept"] = int(sum(1 for f in examples.features if int(f) not in allowed))
     if "concept" in opts["scorers"]:
         summary.update(concept_summary(source, explainer, features, opts, out))
+    attach_scores(out)
     summary["examples"] = {k: examples.state.get(k) for k in ("n_tokens", "n_eligible", "n_skipped_too_few",
                                                               "n_dead", "n_windows")}
     return summary
@@ -119,3 +120,25 @@ def concept_summary(source: Any, explainer: Any, features: list[int], opts: dict
         res[f"concept_{control}"] = {"n_features": int(len(g)), "auroc": float(v.mean()) if len(v) else None,
                                      "auroc_sd": float(v.std(ddof=1)) if len(v) > 1 else None}
     return res
+
+
+def attach_scores(out: Path) -> None:
+    """Copy each feature's own scores into ``explanations.tsv`` (columns ``detection``, ``fuzz``,
+    ``concept_auroc``), the per-feature label that ``annotate_sequences`` reads back."""
+    path = out / "explanations.tsv"
+    table = read_table(path)
+    if table is None:
+        return
+    table = table.drop(columns=[c for c in ("detection", "fuzz", "concept_auroc") if c in table.columns])
+    own = []
+    s = read_table(out / "scores.tsv")
+    if s is not None:
+        s = s[s["control"] == "own"].pivot_table(index="feature", columns="scorer", values="balanced_accuracy")
+        own.append(s.rename(columns={"detection": "detection", "fuzzing": "fuzz"}))
+    c = read_table(out / "concept_scores.tsv")
+    if c is not None:
+        own.append(c[c["control"] == "own"].set_index("feature")[["auroc"]].rename(columns={"auroc": "concept_auroc"}))
+    for part in own:
+        table = table.join(part, on="feature")
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

@@ -44,8 +44,11 @@ def _write(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _read(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""]) if path.exists() else None
+def read_table(path: Path) -> pd.DataFrame | None:
+    """The table, or None when absent or empty (a run with no judge scorers writes no rows)."""
+    if not path.exists() or path.stat().st_size < 2:
+        return None
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
 
 
 def explain_and_score(examples: ExampleSet, explainer: Explainer, scorers: dict[str, Any], out_dir: str | Path, *,
@@ -54,8 +57,8 @@ def explain_and_score(examples: ExampleSet, explainer: Explainer, scorers: dict[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     feats = [int(f) for f in (features if features is not None else examples.features)]
-    explained = _read(out / "explanations.tsv")
-    scored = _read(out / "scores.tsv")
+    explained = read_table(out / "explanations.tsv")
+    scored = read_table(out / "scores.tsv")
     exp_rows = [] if explained is None else explained.to_dict("records")
     score_rows = [] if scored is None else scored.to_dict("records")
     done = {int(r["feature"]) for r in score_rows if int(r["n_failed"]) < int(r["n_items"])}

@@ -10,7 +10,8 @@ Samples example windows from the store (``<out_dir>/examples/``), explains ``n_f
 features (the first eligible ones, or ``explain.features``), scores each with the judge
 scorers (detection, fuzzing) and, for concept explanations, the model-free concept AUROC on
 the test split; every score comes with the shuffled-explanation control. Writes
-``explanations.tsv``, ``scores.tsv`` (``concept_scores.tsv``) and a summary in results.json.
+``<out_dir>/explanations.tsv`` (with each feature's own scores: the file ``annotate_sequences``
+reads beside a dictionary), ``scores.tsv``, ``concept_scores.tsv`` and a summary in results.json.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from core.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
-    "sae": None, "out_dir": "explain", "explainer": "concepts", "scorers": ["detection", "fuzzing"],
+    "sae": None, "out_dir": "explanations", "explainer": "concepts", "scorers": ["detection", "fuzzing"],
     "features": None, "n_features": 50, "enrichment": None, "concepts": None, "shuffled_control": True,
     "split_mode": "all", "valid_fraction": 0.5, "seed": 0, "batch": 8, "max_items": None, "n_explain_examples": 40,
     "examples": {}, "llm": {"backend": "local", "model": "smollm2", "url": None, "timeout": 60, "retries": 3,
