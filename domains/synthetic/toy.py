@@ -4,8 +4,11 @@
 dimensions). Each token switches each feature on independently with probability
 ``p_active`` (optionally correlated: features come in groups that tend to fire together),
 with a random magnitude, and is the weighted sum of the active directions plus optional
-Gaussian noise. A dictionary that learns the planted directions has recovered the truth,
-which is what the case study measures.
+Gaussian noise. With ``n_rare`` > 0 the last ``n_rare`` features fire with probability
+``p_rare`` instead: a dictionary too small for every feature spends its latents on the
+frequent ones, so which features it leaves out is known (the stitching test's truth).
+A dictionary that learns the planted directions has recovered the truth, which is what the
+case studies measure.
 """
 
 from __future__ import annotations
@@ -25,12 +28,21 @@ class ToyModel:
     correlation: float = 0.0
     group_size: int = 4
     noise: float = 0.0
+    n_rare: int = 0
+    p_rare: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         g = torch.Generator().manual_seed(self.seed)
         dirs = torch.randn(self.n_features, self.d, generator=g)
         self.directions = dirs / dirs.norm(dim=1, keepdim=True)
+
+    def probabilities(self) -> torch.Tensor:
+        """Each feature's own firing probability (before the group switches)."""
+        p = torch.full((self.n_features,), float(self.p_active))
+        if self.n_rare > 0:
+            p[self.n_features - int(self.n_rare):] = float(self.p_rare)
+        return p
 
     def sample(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` tokens: activations ``[n, d]`` and the true feature coefficients ``[n, n_features]``.
@@ -40,7 +52,7 @@ class ToyModel:
         the marginal rate rises slightly and members co-fire.
         """
         g = torch.Generator().manual_seed(self.seed * 7919 + seed)
-        on = torch.rand(n, self.n_features, generator=g) < self.p_active
+        on = torch.rand(n, self.n_features, generator=g) < self.probabilities()
         if self.correlation > 0:
             n_groups = -(-self.n_features // self.group_size)
             group_on = torch.rand(n, n_groups, generator=g) < self.p_active
