@@ -99,3 +99,18 @@ def test_bad_inputs_have_clear_messages(tmp_path):
                       pd.DataFrame({"sample": [0, 0], "position": [1, 1]}))
     with pytest.raises(DataError, match="not found"):
         ConceptMatrix.load(tmp_path / "missing")
+
+
+def test_swissprot_concept_sets_interplm_and_full():
+    from core.errors import ConfigError
+    from domains.protein.concepts import INTERPLM_TYPES, feature_types_of
+
+    assert feature_types_of("interplm") == list(INTERPLM_TYPES)
+    full = feature_types_of("full")
+    assert set(INTERPLM_TYPES) < set(full)
+    assert {"TRANSMEM", "INTRAMEM", "TOPO_DOM"} <= set(full) - set(INTERPLM_TYPES)
+    assert feature_types_of("full", ["HELIX"]) == ["HELIX"]
+    with pytest.raises(ConfigError, match="unknown concept set"):
+        feature_types_of("most")
+    with pytest.raises(ConfigError, match="unknown Swiss-Prot feature types"):
+        feature_types_of(None, ["HELIX", "NOPE"])

@@ -120,9 +120,9 @@ def test_selection_never_sees_test_labels():
     assert not np.allclose(base.best["f1_test"], other.best["f1_test"])
 
 
-def test_max_normalisation_is_applied_before_thresholding():
+def test_per_sample_normalisation_stays_available_as_an_option():
     # per-sample scales spanning four orders of magnitude; on-concept at the sample's max,
-    # off-concept at 40 % of it: only a normalised threshold of 0.5 separates them everywhere
+    # off-concept at 40 % of it: only a per-sample normalised threshold of 0.5 separates them
     tokens, cm, X, splits = planted(seed=2, noise=0.0)
     rng = np.random.default_rng(0)
     scale = 10.0 ** rng.uniform(-2, 2, N_SAMPLES)
@@ -132,35 +132,49 @@ def test_max_normalisation_is_applied_before_thresholding():
     has_motif = (smp % 5 != 4).astype(np.float32)   # samples without a motif stay silent
     X[:, 0] = np.where(motif, 1.0, 0.4) * scale[smp] * has_motif
     X[:, 3] = 0
-    res = run(tokens, cm, X, splits, thresholds=(0.0, 0.15, 0.5))
+    res = run(tokens, cm, X, splits, thresholds=(0.0, 0.15, 0.5), normalise="sample")
     best = res.best.set_index("concept").loc["motif"]
     assert best["feature"] == 0 and best["threshold"] == 0.5
     assert best["f1_test"] == pytest.approx(1.0)
+    assert res.summary["sae"]["normalise"] == {"by": "per-sample max"}
+    with pytest.raises(ConfigError, match="normalise"):
+        run(tokens, cm, X, splits, normalise="protein")
 
 
-def test_engine_matches_per_concept_loop_sparse_and_dense():
+def test_engine_matches_the_metric_definition_oracle_sparse_and_dense():
     rng = np.random.default_rng(5)
-    tokens = pd.DataFrame([(s, p) for s in range(30) for p in range(int(rng.integers(5, 25)))],
+    tokens = pd.DataFrame([(s, p) for s in range(45) for p in range(int(rng.integers(5, 25)))],
                           columns=["sample", "position"])
     n = len(tokens)
     spans = []
     for c in range(4):
-        for s in rng.choice(30, 12, replace=False):
+        for s in rng.choice(45, 18, replace=False):
             a = int(rng.integers(0, 5))
             spans.append((int(s), a, a + int(rng.integers(1, 4)), f"c{c}", f"{s}:{c}"))
     table = pd.DataFrame({"name": [f"c{c}" for c in range(4)], "kind": ["instance", "token"] * 2})
     cm = ConceptMatrix.from_spans(spans, tokens, table)
+    # features of very different scale per sample, so per-sample and dataset maxima disagree
     X = np.where(rng.random((n, 15)) < 0.3, rng.normal(0, 1, (n, 15)), 0).astype(np.float32)
-    splits = {s: "valid" if s % 2 else "test" for s in range(30)}
     smp = tokens["sample"].to_numpy()
-    te = np.array([splits[s] == "test" for s in smp])
-    ref = f1_grid_loop(X[te], smp[te], cm.values[te], table["kind"].tolist(), (0.0, 0.15, 0.5, 0.6, 0.8))
-    for dense in (False, True):
-        src = ArrayFeatures(smp, tokens["position"], X if dense else sp.csr_matrix(X), chunk_tokens=50)
-        res = enrich({"b": src}, cm, splits, min_positives=1, progress=False, n_cards=0)
-        b = res.bases["b"]
-        for k in ("precision", "recall", "f1"):
-            np.testing.assert_allclose(getattr(b, k)["test"], ref[k], atol=1e-6)
+    X *= (10.0 ** rng.uniform(-1, 1, 45))[smp, None].astype(np.float32)
+    splits = {s: ("train", "valid", "test")[s % 3] for s in range(45)}
+    split_of = np.array([splits[s] for s in smp])
+    grid = (0.0, 0.15, 0.5, 0.6, 0.8)
+    for normalise, ref_rows in (("global", split_of == "train"), ("sample", None)):
+        for dense in (False, True):
+            src = ArrayFeatures(smp, tokens["position"], X if dense else sp.csr_matrix(X), chunk_tokens=50)
+            res = enrich({"b": src}, cm, splits, min_positives=1, progress=False, n_cards=0, normalise=normalise)
+            b = res.bases["b"]
+            for split in ("valid", "test"):
+                ref = f1_grid_loop(X, smp, cm.values, table["kind"].tolist(), grid, reference_rows=ref_rows,
+                                   rows=split_of == split)
+                for k in ("precision", "recall", "f1"):
+                    np.testing.assert_allclose(getattr(b, k)[split], ref[k], atol=1e-6)
+    # the two normalisations do disagree on this data (so the oracle comparison has teeth)
+    assert not np.allclose(f1_grid_loop(X, smp, cm.values, table["kind"].tolist(), grid,
+                                        reference_rows=split_of == "train", rows=split_of == "test")["f1"],
+                           f1_grid_loop(X, smp, cm.values, table["kind"].tolist(), grid,
+                                        rows=split_of == "test")["f1"])
 
 
 def test_q_values_match_statsmodels_and_p_matches_fisher_exact():
@@ -202,15 +216,16 @@ def test_auroc_matches_sklearn_on_raw_activation():
         assert r.auroc == pytest.approx(exact, abs=0.01)
 
 
-def test_sample_level_labels_rank_the_planted_feature():
+def test_sample_level_labels_select_on_valid_and_report_test():
     tokens, cm, X, splits = planted()
     labels = pd.DataFrame({"has_motif": ["yes" if s % 5 != 4 else "no" for s in range(N_SAMPLES)]})
     res = run(tokens, cm, X, splits, sample_labels=labels)
-    top = res.sample_table[(res.sample_table.split == "test") & (res.sample_table.value == "yes")
-                           & (res.sample_table["rank"] == 1)].iloc[0]
+    top = res.sample_table[(res.sample_table.value == "yes") & (res.sample_table["rank"] == 1)].iloc[0]
     assert top["feature"] in (3, 7)   # both fire only in motif samples
-    assert top["auroc"] == pytest.approx(1.0) and top["mi_bits"] > 0.5
-    assert res.summary["sample_level"]["sae"]["has_motif"]["yes"]["auroc"] == pytest.approx(1.0)
+    assert top["auroc_valid"] == pytest.approx(1.0) and top["auroc_test"] == pytest.approx(1.0)
+    sl = res.summary["sample_level"]
+    assert sl["select"] == "valid" and sl["report"] == "test"
+    assert sl["sae"]["has_motif"]["yes"]["auroc_test"] == pytest.approx(1.0)
 
 
 def test_sample_reduce_last_uses_the_last_token():

@@ -18,7 +18,12 @@ SPLITS = ("train", "valid", "test")
 
 @dataclass
 class BasisResult:
-    """Everything computed for one basis (``"sae"`` or ``"neuron"``)."""
+    """Everything computed for one basis (``"sae"``, ``"neuron"``, ``"position"``).
+
+    ``sample_act`` is the per-sample activation the AnnData export and the report cards use
+    (max, or the last token's); ``pools`` holds every pooling of the evaluation samples
+    (rows as ``sample_ids``), ``reference`` the reference pass (scale and training pools).
+    """
 
     name: str
     feature_names: list[str]
@@ -26,6 +31,9 @@ class BasisResult:
     f1: dict[str, np.ndarray] = field(default_factory=dict)
     precision: dict[str, np.ndarray] = field(default_factory=dict)
     recall: dict[str, np.ndarray] = field(default_factory=dict)
+    token_f1: dict[str, np.ndarray] = field(default_factory=dict)
+    token_best_t: np.ndarray | None = None
+    token_best_f: np.ndarray | None = None
     pair_t: np.ndarray | None = None
     best_t: np.ndarray | None = None
     best_f: np.ndarray | None = None
@@ -34,7 +42,15 @@ class BasisResult:
     sample_ids: np.ndarray | None = None
     sample_split: np.ndarray | None = None
     sample_act: Any = None
+    pools: dict[str, Any] = field(default_factory=dict)
+    reference: Any = None
+    normalise: str = "global"
     contexts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> np.ndarray | None:
+        """The per-feature maximum firing is measured against (None: per-sample maxima)."""
+        return None if self.reference is None or self.normalise != "global" else self.reference.scale
 
     @property
     def n_features(self) -> int:

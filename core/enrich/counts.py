@@ -10,9 +10,12 @@ summing ``H > 0`` gives ``hit``. Instances are local to a sample (a domain in pr
 the same domain in protein 9 are two instances), so a chunk of whole samples holds whole
 instances and counts simply add up across chunks.
 
-Firing follows InterPLM: each feature is divided by its maximum over the sample *before*
-comparing with the threshold, and firing is strict (``> t``), so ``t = 0`` means "any
-positive activation". Features whose sample maximum is not positive never fire there.
+Firing follows InterPLM: each feature is divided by one maximum taken over a reference set
+of tokens (the training split, computed once) *before* comparing with the threshold, and
+firing is strict (``> t``), so ``t = 0`` means "any positive activation". A feature whose
+reference maximum is not positive never fires. Dividing by the maximum within each sample
+(``normalise_by_sample_max``) is kept as a named option only: it stretches a feature that is
+weak all over one protein to 1 there, so it fires at every threshold where it barely acts.
 """
 
 from __future__ import annotations
@@ -66,6 +69,26 @@ def normalise_by_sample_max(X, seg: np.ndarray, starts: np.ndarray):
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(denom > 0, X / denom, 0).astype(np.float32)
     return norm, mx
+
+
+def normalise_by_scale(X, scale: np.ndarray):
+    """Divide each feature by its reference maximum ``scale`` (features with ``scale <= 0`` become 0)."""
+    scale = np.asarray(scale, dtype=np.float32)
+    inv = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1), 0).astype(np.float32)
+    if sp.issparse(X):
+        csc = sp.csc_matrix(X, dtype=np.float32)
+        col = np.repeat(np.arange(csc.shape[1]), np.diff(csc.indptr))
+        return sp.csc_matrix((csc.data * inv[col], csc.indices, csc.indptr), shape=csc.shape)
+    return np.asarray(X, dtype=np.float32) * inv[None, :]
+
+
+def sample_means(X, seg: np.ndarray, n_seg: int):
+    """Per-sample mean of each feature (rows grouped by ``seg``); sparse stays sparse."""
+    n = X.shape[0]
+    counts = np.bincount(seg, minlength=n_seg).astype(np.float32)
+    S = sp.csr_matrix((1.0 / counts[seg], (seg, np.arange(n))), shape=(n_seg, n), dtype=np.float32)
+    out = S @ X
+    return sp.csr_matrix(out, dtype=np.float32) if sp.issparse(out) else np.asarray(out, dtype=np.float32)
 
 
 def fire(norm, t: float):

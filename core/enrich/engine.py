@@ -32,7 +32,8 @@ from core.enrich.concepts import ConceptMatrix
 from core.enrich.detail import detail_pass
 from core.enrich.features import FeatureSource
 from core.enrich.grid import count_pass, support
-from core.enrich.sample_level import sample_level_table
+from core.enrich.sample_level import probe_ceiling, sample_level_summary, sample_level_table
+from core.enrich.scale import reference_pass
 from core.enrich.tables import best_table, card_features, pair_table, summarise
 from core.errors import ConfigError, ShapeError
 
@@ -41,6 +42,15 @@ __all__ = ["DEFAULT_THRESHOLDS", "SPLITS", "BasisResult", "EnrichmentResult", "e
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
+
+
+def reference_split(cm: ConceptMatrix, lookup, wanted: str, fallback: str) -> str:
+    """``wanted`` when any token falls in it, else ``fallback`` (said in the log)."""
+    codes = lookup(cm.tokens["sample"].to_numpy())
+    if (codes == SPLITS.index(wanted)).any():
+        return wanted
+    log.info("enrich: the %s split is empty; feature maxima come from the %s split", wanted, fallback)
+    return fallback
 
 
 @dataclass
@@ -60,17 +70,28 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
            min_positives: int = 5, eval_splits: tuple[str, str] = ("valid", "test"), top_k: int = 5,
            sample_labels: pd.DataFrame | None = None, sample_reduce: str = "max",
            n_cards: int = 12, n_contexts: int = 4, auroc_bins: int = 256, fdr_family: str = "selected",
+           normalise: str = "global", norm_split: str = "train", norm_max_samples: int | None = None,
            progress: bool = True) -> EnrichmentResult:
-    """Run both passes for every basis in ``sources`` and build the tables (nothing written)."""
+    """Run the passes for every basis in ``sources`` and build the tables (nothing written).
+
+    ``normalise="global"`` (InterPLM): each feature is divided by its maximum over the
+    ``norm_split`` samples (the validation split when that one is empty, as with
+    ``assign_splits(mode="all")``); ``"sample"``: by its maximum within each sample.
+    """
     if fdr_family not in ("selected", "all"):
         raise ConfigError(f"fdr_family must be 'selected' or 'all', got {fdr_family!r}")
+    if normalise not in ("global", "sample"):
+        raise ConfigError(f"normalise must be 'global' or 'sample', got {normalise!r}",
+                          fix="use normalise=global (InterPLM: one maximum per feature) or normalise=sample")
+    if norm_split not in SPLITS:
+        raise ConfigError(f"norm_split must be one of {SPLITS}, got {norm_split!r}")
     thresholds = tuple(float(t) for t in thresholds)
     if not thresholds or any(t < 0 or t >= 1 for t in thresholds):
         raise ConfigError(f"thresholds must lie in [0, 1), got {thresholds}",
                           fix="use the InterPLM grid (0, 0.15, 0.5, 0.6, 0.8) or similar")
     if sample_reduce not in ("max", "last"):
         raise ConfigError(f"sample_reduce must be 'max' or 'last', got {sample_reduce!r}")
-    valid, test = eval_splits
+    valid, _ = eval_splits
     lookup = split_lookup(splits)
     wanted = [SPLITS.index(s) for s in eval_splits]
     for name, src in sources.items():
@@ -81,9 +102,16 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
                              fix="build the concept matrix from the same samples and token positions "
                                  "that were harvested (stage=annotate after stage=harvest)")
 
+    ref_split = reference_split(concepts, lookup, norm_split, valid)
     bases: dict[str, BasisResult] = {}
     for name, src in sources.items():
-        bases[name] = count_pass(name, src, concepts, lookup, wanted, thresholds, sample_reduce, progress)
+        ref = None
+        if normalise == "global" or sample_labels is not None:
+            code = SPLITS.index(ref_split)
+            ref = reference_pass(src, lambda s, code=code: lookup(s) == code, ref_split,
+                                 pool=sample_labels is not None, max_samples=norm_max_samples, progress=progress)
+        bases[name] = count_pass(name, src, concepts, lookup, wanted, thresholds, sample_reduce, progress,
+                                 reference=ref, global_scale=normalise == "global")
 
     first = next(iter(bases.values()))
     keep, skipped = support(concepts, first.counts, eval_splits, min_positives)
@@ -94,6 +122,12 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
         f1v = b.f1[valid].copy()
         f1v[:, ~keep, :] = -1.0
         b.best_t, b.best_f, b.pair_t = stats.select_best(f1v)
+        del f1v
+        for s in eval_splits:
+            b.token_f1[s] = stats.token_f1(b.counts[s], b.precision[s])
+        tv = b.token_f1[valid].copy()
+        tv[:, ~keep, :] = -1.0
+        b.token_best_t, b.token_best_f, _ = stats.select_best(tv)
 
     table = pair_table(bases, concepts, keep, thresholds, eval_splits, top_k, fdr_family)
     pairs_by_basis = {n: table[(table.basis == n)][["concept_index", "feature"]].drop_duplicates()
@@ -111,18 +145,18 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
         key = ["basis", "split", "concept_index", "feature"]
         merged = table.drop(columns="auroc").merge(pd.concat(auroc_parts), on=key, how="left")
         table = merged[table.columns]
-    best = best_table(table, bases)
+    best = best_table(table, bases, thresholds)
     sample_table = None
     if sample_labels is not None:
-        sample_table = sample_level_table(bases, sample_labels, eval_splits, top_k)
+        parts = [sample_level_table(bases, sample_labels, eval_splits, top_k)]
+        for name, src in sources.items():
+            cols = getattr(src, "probe_columns", None)
+            if cols is not None:
+                parts.append(probe_ceiling(bases[name], sample_labels, eval_splits, cols))
+        sample_table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+            else parts[0]
     summary = summarise(best, skipped, bases, concepts, eval_splits, thresholds, min_positives)
     if sample_table is not None and len(sample_table):
-        top = sample_table[(sample_table["rank"] == 1) & (sample_table["split"] == test)]
-        summary["sample_level"] = {
-            bname: {lab: {str(r.value): {"feature": int(r.feature), "auroc": float(r.auroc),
-                                         "mi_bits": float(r.mi_bits), "mean_diff": float(r.mean_diff)}
-                          for r in g.itertuples()}
-                    for lab, g in bt.groupby("label")}
-            for bname, bt in top.groupby("basis")}
+        summary["sample_level"] = sample_level_summary(sample_table, eval_splits)
     return EnrichmentResult(table=table, best=best, skipped=skipped, bases=bases, concepts=concepts,
                             thresholds=thresholds, sample_table=sample_table, summary=summary)

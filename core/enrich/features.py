@@ -198,7 +198,10 @@ class DictionaryFeatures(_StoreSource):
 
 
 class NeuronFeatures(_StoreSource):
-    """The neuron baseline: raw dimensions (``+x`` then ``-x``) as dense features."""
+    """The neuron baseline: raw dimensions (``+x`` then ``-x``) as dense features.
+
+    ``probe_columns`` names the raw dimensions (the ``+x`` half) a linear probe is fitted on.
+    """
 
     sparse = False
 
@@ -208,6 +211,7 @@ class NeuronFeatures(_StoreSource):
         self.both_signs = both_signs
         self.n_features = self.d_in * (2 if both_signs else 1)
         self.name = name
+        self.probe_columns = slice(0, self.d_in)
 
     def feature_names(self) -> list[str]:
         names = [f"n{i}+" for i in range(self.d_in)]

@@ -5,6 +5,8 @@ have enough positives to be scored."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -12,8 +14,15 @@ from tqdm.auto import tqdm
 
 from core.enrich.basis import SPLITS, BasisResult
 from core.enrich.concepts import ConceptMatrix
-from core.enrich.counts import SplitCounts, normalise_by_sample_max, sample_segments
+from core.enrich.counts import (
+    SplitCounts,
+    normalise_by_sample_max,
+    normalise_by_scale,
+    sample_means,
+    sample_segments,
+)
 from core.enrich.features import FeatureSource
+from core.enrich.scale import stack
 from core.errors import DataError, ShapeError
 
 
@@ -22,13 +31,18 @@ def n_eval_tokens(cm: ConceptMatrix, lookup, wanted: list[int]) -> int:
 
 
 def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted: list[int],
-                thresholds: tuple[float, ...], sample_reduce: str, progress: bool) -> BasisResult:
+               thresholds: tuple[float, ...], sample_reduce: str, progress: bool,
+               reference: Any = None, global_scale: bool = True) -> BasisResult:
+    """Counts per split over the evaluation splits, with firing measured against
+    ``reference.scale`` (InterPLM) or, without ``global_scale``, against each sample's own
+    maximum; plus per-sample pools (max, mean, and the last token when asked for)."""
     n_f, n_c = int(src.n_features), cm.n_concepts
     dtype = np.float32 if cm.n_tokens < 2**24 else np.float64
     counts = {SPLITS[w]: SplitCounts(len(thresholds), n_c, n_f, dtype) for w in wanted}
     fmax = np.full(n_f, -np.inf, dtype=np.float32)
     fmin = np.full(n_f, np.inf, dtype=np.float32)
-    s_ids, s_split, s_blocks = [], [], []
+    s_ids, s_split = [], []
+    pooled: dict[str, list[Any]] = {"max": [], "mean": []} | ({"last": []} if sample_reduce == "last" else {})
     keep_rows = lambda s: np.isin(lookup(s), wanted)  # noqa: E731
     bar = tqdm(total=n_eval_tokens(cm, lookup, wanted), desc=f"enrich counts ({name})", unit="tok", disable=not progress,
                leave=False)
@@ -52,17 +66,18 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
             smp = ch["sample"][m]
             seg, starts, sids = sample_segments(smp)
             norm, smax = normalise_by_sample_max(Xs, seg, starts)
+            if global_scale:
+                norm = normalise_by_scale(Xs, reference.scale)
             counts[SPLITS[w]].add(norm, cm.values[rows[m]], seg, thresholds)
+            pooled["max"].append(smax)
+            pooled["mean"].append(sample_means(Xs, seg, len(sids)))
             if sample_reduce == "last":
                 idx = np.lexsort((ch["position"][m], seg))
                 ends = np.concatenate([np.flatnonzero(np.diff(seg[idx])), [len(idx) - 1]])
                 red = Xs[idx[ends]]
-                red = sp.csr_matrix(red) if sp.issparse(Xs) else np.asarray(red)
-            else:
-                red = smax
+                pooled["last"].append(sp.csr_matrix(red) if sp.issparse(Xs) else np.asarray(red))
             s_ids.append(sids)
             s_split.append(np.full(len(sids), w))
-            s_blocks.append(red)
             if sp.issparse(Xs):
                 if Xs.nnz:
                     fmax = np.maximum(fmax, Xs.max(axis=0).toarray().ravel())
@@ -77,13 +92,11 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
                         fix="check the split assignment (samples -> train/valid/test)")
     fmax[~np.isfinite(fmax)] = 0
     fmin[~np.isfinite(fmin)] = 0
-    if src.sparse:
-        sample_act = sp.vstack([sp.csr_matrix(b) for b in s_blocks], format="csr")
-    else:
-        sample_act = np.concatenate([np.asarray(b) for b in s_blocks])
+    pools = {k: stack(v, n_f, src.sparse) for k, v in pooled.items()}
     return BasisResult(name=name, feature_names=list(src.feature_names()), counts=counts, fmax=fmax,
                        fmin=np.minimum(fmin, 0), sample_ids=np.concatenate(s_ids),
-                       sample_split=np.concatenate(s_split), sample_act=sample_act)
+                       sample_split=np.concatenate(s_split), sample_act=pools[sample_reduce], pools=pools,
+                       reference=reference, normalise="global" if global_scale else "sample")
 
 
 def support(cm: ConceptMatrix, counts: dict[str, SplitCounts], eval_splits, min_positives: int):

@@ -1,9 +1,15 @@
-"""A plain per-concept loop implementation of the InterPLM F1 grid.
+"""A plain per-concept loop implementation of the InterPLM F1 grid, written from the metric's
+definition rather than from the engine.
 
-It is the obvious way to write the measure (dense arrays, one concept and one threshold at
-a time, instances counted with a Python loop) and so serves two purposes: the tests check
-the fast sparse engine against it number for number, and the benchmark times it as the
-baseline. It holds the whole token x feature matrix densely, so use it on small data only.
+InterPLM's definition: each feature is scaled so that its maximum over a dataset is 1 (here:
+``reference_rows``, the tokens the maximum is taken over); a token fires at threshold ``t``
+when its scaled value exceeds ``t``; precision = firing tokens inside the concept / all
+firing tokens; recall = instances with at least one firing token / instances (per token for
+single-residue concepts). It is the obvious way to write the measure (dense arrays, one
+concept and one threshold at a time, instances counted with a Python loop) and so serves two
+purposes: the tests check the fast sparse engine against it number for number, and the
+benchmark times it as the baseline. It holds the whole token x feature matrix densely, so
+use it on small data only.
 """
 
 from __future__ import annotations
@@ -22,13 +28,30 @@ def per_sample_max_normalise(X: np.ndarray, sample: np.ndarray) -> np.ndarray:
     return out
 
 
-def f1_grid_loop(X, sample: np.ndarray, values, kinds: list[str],
-                 thresholds: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 ``[T, C, F]`` by looping over concepts and thresholds."""
+def dataset_max_normalise(X: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each column divided by its maximum over the reference rows (0 where that is not positive)."""
+    out = np.zeros_like(X, dtype=np.float32)
+    for f in range(X.shape[1]):
+        mx = X[reference, f].max() if reference.any() else 0.0
+        if mx > 0:
+            out[:, f] = X[:, f] / mx
+    return out
+
+
+def f1_grid_loop(X, sample: np.ndarray, values, kinds: list[str], thresholds: tuple[float, ...], *,
+                 reference_rows: np.ndarray | None = None, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 ``[T, C, F]`` over ``rows`` (default: all), features scaled by
+    their maximum over ``reference_rows`` (None: by their maximum within each sample)."""
     X = X.toarray() if sp.issparse(X) else np.asarray(X, dtype=np.float32)
     V = values.toarray() if sp.issparse(values) else np.asarray(values)
     sample = np.asarray(sample)
-    norm = per_sample_max_normalise(X, sample)
+    if reference_rows is None:
+        norm = per_sample_max_normalise(X, sample)
+    else:
+        norm = dataset_max_normalise(X, np.asarray(reference_rows, dtype=bool))
+    if rows is not None:
+        rows = np.asarray(rows, dtype=bool)
+        norm, V, sample = norm[rows], V[rows], sample[rows]
     n_t, n_c, n_f = len(thresholds), V.shape[1], X.shape[1]
     out = {k: np.zeros((n_t, n_c, n_f), dtype=np.float32) for k in ("precision", "recall", "f1")}
     for c in range(n_c):

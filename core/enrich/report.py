@@ -54,9 +54,10 @@ def add_enrichment_sections(report: Report, result: EnrichmentResult, *,
         _umap(report, result, layout, card_basis or next(iter(result.bases)))
     if result.sample_table is not None and len(result.sample_table):
         report.heading("Sample-level labels")
-        report.text("Per label value, the features that fire more in the group than in the rest, ranked by "
-                    "mutual information (bits) between firing anywhere in the sample and the label; mean "
-                    "difference and AUROC use the per-sample activation.")
+        report.text("Per label value and basis, the (feature, pooling) pairs ranked by AUROC on the "
+                    "validation samples (pooling: max or mean over the sample's tokens; neurons enter as +x and "
+                    "-x), with their AUROC on the test samples; `*_probe` rows are a logistic-regression probe "
+                    "on the mean-pooled model dimensions fitted on the training samples (a ceiling).")
         st = result.sample_table
         report.table(st[st["rank"] <= 3].round(4), max_rows=120)
     _cards(report, result, token_text, window, card_basis)
@@ -65,8 +66,11 @@ def add_enrichment_sections(report: Report, result: EnrichmentResult, *,
 def _overview(report: Report, result: EnrichmentResult) -> None:
     s = result.summary
     report.heading("Overview")
+    norm = next((s[n].get("normalise") for n in result.bases if isinstance(s.get(n), dict)), None) or {}
+    how = (f"each feature divided by its maximum over the {norm.get('split')} split" if norm.get("by") ==
+           "reference max" else "each feature divided by its maximum within each sample")
     report.text(f"{s['n_concepts_scored']} of {s['n_concepts']} concepts scored over thresholds "
-                f"{s['thresholds']} (per-sample max normalisation, strict >), selected on the "
+                f"{s['thresholds']} ({how}, strict >), selected on the "
                 f"{s['splits']['select']} split, reported on the {s['splits']['report']} split. "
                 f"Minimum support: {s['min_positives']} positive tokens (token concepts) or instances "
                 f"(instance concepts) in each split.")
@@ -75,7 +79,8 @@ def _overview(report: Report, result: EnrichmentResult) -> None:
         d = s.get(name, {})
         rows.append({"basis": name, "features": b.n_features,
                      "mean best F1 (test)": d.get("mean_best_f1_test"),
-                     "concepts with F1 > 0.5": d.get("n_concepts_f1_gt_0.5")})
+                     "concepts with F1 > 0.5": d.get("n_concepts_f1_gt_0.5"),
+                     "markers / spans": f"{d.get('n_markers')} / {d.get('n_spans')}"})
     report.table(rows)
     if len(result.skipped):
         report.text(f"{len(result.skipped)} concepts skipped:", muted=True)

@@ -60,8 +60,18 @@ def run_enrichment(sae: Any, store: Any, concepts: ConceptMatrix, splits: dict[i
                    device: str = "cpu", token_text: Any = None, report: bool = True, umap: bool = True,
                    umap_max_features: int = 20000, n_cards: int = 12, rank_method: str = "wilcoxon",
                    title: str = "Feature enrichment", sample_meta: pd.DataFrame | None = None,
-                   token_level: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Score a dictionary's features (and the neurons) against concepts; write tables, AnnData, report."""
+                   token_level: bool = False, normalise: str = "global", norm_split: str = "train",
+                   norm_max_samples: int | None = None, positional_control: bool = False,
+                   position_classifiers: list[str] | None = None, subsets: dict[str, Any] | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Score a dictionary's features (and the neurons, and with ``positional_control`` the
+    position-only predictors) against concepts; write tables, AnnData, report.
+
+    ``subsets`` (concept -> sample ids): the selected pairs are scored again on those test
+    samples only (``subset_scores.tsv``, ``summary["subsets"]``).
+
+    ``position_classifiers``: concepts that get a fitted position-only classifier beside the
+    position windows (fitted on the training split's tokens)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources: dict[str, Any] = {}
@@ -72,15 +82,31 @@ def run_enrichment(sae: Any, store: Any, concepts: ConceptMatrix, splits: dict[i
         sources["neuron"] = NeuronFeatures(store, chunk_tokens=chunk_tokens)
     if splits is None:
         splits = assign_splits(concepts.tokens["sample"].unique())
+    if positional_control:
+        sources["position"] = position_source(concepts, splits, position_classifiers or [])
     if sample_meta is None:
         stores = store if isinstance(store, (list, tuple)) else [store]
         sample_meta = stores[0].samples() if hasattr(stores[0], "samples") else None
     result = enrich(sources, concepts, splits, thresholds=thresholds, min_positives=min_positives,
                     top_k=top_k, sample_labels=sample_labels, sample_reduce=sample_reduce,
-                    fdr_family=fdr_family, n_cards=n_cards, progress=progress)
+                    fdr_family=fdr_family, n_cards=n_cards, normalise=normalise, norm_split=norm_split,
+                    norm_max_samples=norm_max_samples, progress=progress)
     summary = write_outputs(result, out_dir, sae=sae, token_text=token_text, report=report, umap=umap,
                             umap_max_features=umap_max_features, rank_method=rank_method, title=title,
                             sample_meta=sample_meta, sample_labels=sample_labels)
+    if subsets:
+        from core.enrich.subsets import score_on_subsets
+
+        scored = score_on_subsets(result, sources, concepts, splits, subsets)
+        _tsv(scored, out_dir / "subset_scores.tsv")
+        summary["files"].append("subset_scores.tsv")
+        summary["subsets"] = {b: {c: {r.selection: {"feature": int(r.feature), "f1": round(r.f1, 4),
+                                                    "token_f1": round(r.token_f1, 4),
+                                                    "coverage": round(r.coverage, 4), "n_samples": int(r.n_samples)}
+                                      for r in g2.itertuples()}
+                                  for c, g2 in g.groupby("concept", sort=False)}
+                              for b, g in scored.groupby("basis", sort=False)}
+        write_json(out_dir / "enrichment_summary.json", summary)
     if token_level:
         from core.enrich.anndata_export import tokens_anndata, write_h5ad
 
@@ -89,6 +115,21 @@ def run_enrichment(sae: Any, store: Any, concepts: ConceptMatrix, splits: dict[i
         summary["files"].append("tokens.h5ad")
         write_json(out_dir / "enrichment_summary.json", summary)
     return summary
+
+
+def position_source(concepts: ConceptMatrix, splits: dict[int, str], classifiers: list[str]):
+    """The positional control over the concept matrix's tokens, its classifiers fitted on the
+    training split (concepts absent from the matrix are a ConfigError)."""
+    from core.enrich.position import PositionFeatures, classifier_targets
+
+    unknown = sorted(set(classifiers) - set(concepts.names))
+    if unknown:
+        raise ConfigError(f"position classifiers asked for unknown concepts {unknown[:5]}",
+                          fix="name concepts of the concept matrix (its concepts table)")
+    smp = concepts.tokens["sample"].to_numpy()
+    train = np.flatnonzero(pd.Series(smp).map(splits).to_numpy() == "train")
+    targets = classifier_targets(concepts, train, classifiers) if classifiers and len(train) else {}
+    return PositionFeatures(concepts.tokens, classifiers=targets)
 
 
 def write_outputs(result: EnrichmentResult, out_dir: str | Path, *, sae: Any = None, token_text: Any = None,
@@ -128,6 +169,12 @@ def write_outputs(result: EnrichmentResult, out_dir: str | Path, *, sae: Any = N
                 ranked = rank_features(adata, col, method=rank_method)
                 _tsv(ranked, out_dir / f"rank_{_safe(col)}.tsv")
                 files.append(f"rank_{_safe(col)}.tsv")
+    for name, b in result.bases.items():
+        if b.scale is not None:
+            fname = "feature_scale.tsv" if name == main else f"{name}_scale.tsv"
+            _tsv(pd.DataFrame({"feature": b.feature_names, "max": b.scale,
+                               "split": b.reference.split}), out_dir / fname)
+            files.append(fname)
     summary = dict(result.summary)
     summary["files"] = files
     if report:

@@ -15,6 +15,8 @@ DEFAULTS: dict[str, Any] = {
     "splits": None, "split_mode": "all", "valid_fraction": 0.5, "holdout_fraction": 0.05, "seed": 0,
     "sample_reduce": "max", "fdr_family": "selected", "chunk_tokens": 32768, "batch_tokens": 4096,
     "device": "cpu", "umap": True, "n_cards": 12, "token_text": "ids", "rank_method": "wilcoxon",
+    "normalise": "global", "norm_split": "train", "norm_max_samples": None, "positional_control": False,
+    "position_classifiers": None,
 }
 
 

@@ -35,6 +35,17 @@ def prf(c: SplitCounts, instance_kind: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return precision, recall, f1
 
 
+def token_f1(c: SplitCounts, precision: np.ndarray) -> np.ndarray:
+    """F1 of per-token precision and per-token recall (coverage) over the grid ``[T, C, F]``:
+    a feature firing on one residue of every instance of a long region scores low here."""
+    cover = c.tp / np.maximum(c.n_pos, 1).astype(np.float32)[None, :, None]
+    s = precision + cover
+    f1 = 2 * precision * cover
+    s[s == 0] = 1
+    f1 /= s
+    return f1.astype(np.float32, copy=False)
+
+
 def select_best(f1_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per concept, the (feature, threshold) with the highest validation F1.
 

@@ -72,7 +72,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                              fdr_family=opts["fdr_family"], chunk_tokens=int(opts["chunk_tokens"]),
                              batch_tokens=int(opts["batch_tokens"]), device=opts["device"],
                              token_text=token_text, umap=bool(opts["umap"]), n_cards=int(opts["n_cards"]),
-                             rank_method=opts["rank_method"])
-    return {"enrich": {k: v for k, v in summary.items() if k not in ("sae", "neuron")},
+                             rank_method=opts["rank_method"], normalise=opts["normalise"],
+                             norm_split=opts["norm_split"], norm_max_samples=opts["norm_max_samples"],
+                             positional_control=bool(opts["positional_control"]),
+                             position_classifiers=list(opts["position_classifiers"] or []))
+    return {"enrich": {k: v for k, v in summary.items() if k not in ("sae", "neuron", "position")},
             **{b: {k: v for k, v in summary[b].items() if k != "per_concept"}
-               for b in ("sae", "neuron") if b in summary}}
+               for b in ("sae", "neuron", "position") if b in summary}}

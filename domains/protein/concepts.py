@@ -70,6 +70,27 @@ INTERPLM_TYPES: tuple[str, ...] = (
     "HELIX", "TURN", "STRAND", "COILED", "COMPBIAS", "DOMAIN", "MOTIF", "REGION", "ZN_FING",
 )
 
+# ``full``: every feature type the builder knows, InterPLM's plus the membrane topology types
+# (transmembrane, intramembrane, topological domain), DNA binding, sites, cross-links and
+# propeptides that InterPLM leaves out.
+CONCEPT_SETS: dict[str, tuple[str, ...]] = {"interplm": INTERPLM_TYPES, "full": tuple(FEATURE_SPECS)}
+
+
+def feature_types_of(concept_set: str | None, feature_types: Sequence[str] | None = None) -> list[str]:
+    """The feature types of a named concept set, or the explicit list when one is given."""
+    from core.errors import ConfigError
+
+    if feature_types:
+        unknown = sorted(set(feature_types) - set(FEATURE_SPECS))
+        if unknown:
+            raise ConfigError(f"unknown Swiss-Prot feature types {unknown}", fix=f"use types from {sorted(FEATURE_SPECS)}")
+        return list(feature_types)
+    name = concept_set or "interplm"
+    if name not in CONCEPT_SETS:
+        raise ConfigError(f"unknown concept set {name!r}", fix=f"domain.concepts.set: one of {sorted(CONCEPT_SETS)}")
+    return list(CONCEPT_SETS[name])
+
+
 _TRAILING_INDEX = re.compile(r"\s+\d+$")
 
 

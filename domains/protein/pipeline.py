@@ -131,8 +131,10 @@ def train_layer(store: Any, out_dir: Path, sae_cfg: DictConfig | dict) -> tuple[
 
 
 def enrich_layer(sae: Any, store: Any, concepts: Any, splits: dict[int, str], out_dir: Path,
-                 enrich_cfg: DictConfig | dict, sample_labels: pd.DataFrame | None = None) -> dict:
-    """SAE latents and neurons against the concepts; reads back the summary when already done."""
+                 enrich_cfg: DictConfig | dict, sample_labels: pd.DataFrame | None = None,
+                 subsets: dict[str, Any] | None = None, position_classifiers: Sequence[str] = ()) -> dict:
+    """SAE latents, neurons and (``enrich.positional_control``) position-only predictors against the
+    concepts; reads back the summary when already done."""
     out_dir = Path(out_dir)
     done = out_dir / "summary.json"
     if done.exists():
@@ -144,7 +146,10 @@ def enrich_layer(sae: Any, store: Any, concepts: Any, splits: dict[int, str], ou
                              thresholds=tuple(ec.get("thresholds", (0.0, 0.15, 0.5, 0.6, 0.8))),
                              min_positives=int(ec.get("min_positives", 5)),
                              neuron_baseline=bool(ec.get("neuron_baseline", True)),
-                             sample_labels=sample_labels)
+                             sample_labels=sample_labels, normalise=str(ec.get("normalise", "global")),
+                             norm_split=str(ec.get("norm_split", "train")),
+                             positional_control=bool(ec.get("positional_control", True)),
+                             position_classifiers=list(position_classifiers), subsets=subsets)
     write_json(done, summary)
     return summary
 

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -131,6 +132,8 @@ def chain_labels(records: list[ProteinRecord], min_count: int) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from domains.protein import region_controls as rc_
+
     cs = cfg.case_study
     run_dir = Path(run_dir)
     timer = Timer()
@@ -139,12 +142,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with timer("imgt_numbering"):
         records, nums, n_unnumbered = number_and_filter(records, cs, run_dir)
     split_table, splits, hooks, stores = split_and_harvest(records, cs.split, cfg.model, cs, run_dir, timer)
+    regions = [*REGION_NAMES, "CDR_any", "FR_any"]
     with timer("concepts"):
         rc = region_concepts(nums, include_amino_acids=bool(cs.amino_acid_concepts), records=records)
         cm = rc.matrix(store_tokens(stores[hooks[0]]))
         cm.save(run_dir / "concepts" / "imgt_regions")
         labels = chain_labels(records, int(cs.enrich.min_positives))
+        bounds = rc_.region_bounds(nums)
+        chains = [r.meta.get("chain") for r in records]
+        labels["cdr3_long"] = rc_.cdr3_length_labels(bounds, chains, splits).to_numpy()
+        shifted = rc_.shifted_chains(bounds, chains, splits, list(REGION_NAMES), REGION_PREFIX)
+        length_auroc = rc_.length_baseline(np.array([len(r.sequence) for r in records], float),
+                                           labels["cdr3_long"], splits)
     groups = dict(zip(cm.concepts["name"], cm.concepts["group"], strict=True))
+    region_concept_names = [f"{REGION_PREFIX}{r}" for r in regions if f"{REGION_PREFIX}{r}" in cm.names]
 
     per_layer: dict[str, Any] = {}
     saes: dict[str, Any] = {}
@@ -156,8 +167,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         saes[hook] = sae
         with timer(f"enrich_layer{layer}"):
             summary = enrich_layer(sae, stores[hook], cm, splits, out / "enrichment", cs.enrich,
-                                   sample_labels=labels)
+                                   sample_labels=labels, subsets=shifted,
+                                   position_classifiers=region_concept_names)
         sae_f1, neu_f1 = concept_f1(summary, "sae"), concept_f1(summary, "neuron")
+        pos_f1 = concept_f1(summary, "position")
         regional = [c for c in sae_f1 if groups.get(c) == "imgt_region"] or \
                    [c for c in neu_f1 if groups.get(c) == "imgt_region"]
         aa = [c for c in set(sae_f1) | set(neu_f1) if groups.get(c) == "amino_acid"]
@@ -165,19 +178,19 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "hook": hook,
             "sae_concepts_f1_gt_0_5": sum(1 for c in regional if sae_f1.get(c, 0) > 0.5),
             "neuron_concepts_f1_gt_0_5": sum(1 for c in regional if neu_f1.get(c, 0) > 0.5),
+            "position_concepts_f1_gt_0_5": sum(1 for c in regional if pos_f1.get(c, 0) > 0.5),
             "best_f1_per_region": {
                 "sae": {c[len(REGION_PREFIX):]: sae_f1.get(c) for c in sorted(regional)},
                 "neuron": {c[len(REGION_PREFIX):]: neu_f1.get(c) for c in sorted(regional)},
             },
+            **rc_.controls_of_layer(summary, regions, REGION_PREFIX),
             "amino_acids": {"sae_f1_gt_0_5": sum(1 for c in aa if sae_f1.get(c, 0) > 0.5),
                             "neuron_f1_gt_0_5": sum(1 for c in aa if neu_f1.get(c, 0) > 0.5),
                             "n": len(aa)},
             "sae_training": {k: train_summary.get(k) for k in ("steps", "tokens", "seconds", "dead_frac")}
                             | {"fvu": (train_summary.get("metrics") or {}).get("val/fvu")},
         }
-        seq = sequence_label_auroc(summary)
-        if seq:
-            res["sequence_labels_auroc"] = seq
+        res["sequence_labels"] = sequence_labels(summary, {"cdr3_long": length_auroc})
         per_layer[f"layer{layer}"] = res
         write_json(out / "results.json", res)
 
@@ -191,6 +204,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": {"n_chains": len(records), "n_unnumbered_dropped": n_unnumbered,
                  "splits": pd.Series(splits).value_counts().to_dict(),
                  "n_clusters": int(split_table["cluster"].nunique()),
+                 "shifted_test_chains": {k[len(REGION_PREFIX):]: len(v) for k, v in shifted.items()},
                  "licence": "CC BY-NC-SA 4.0 (abnativ test sets)"},
         "layers": per_layer,
         "best_layer_per_region": _best_layers(per_layer),
@@ -200,17 +214,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def sequence_label_auroc(summary: dict) -> dict[str, dict[str, float]]:
-    """Per sequence label (chain, V family, isotype): the best single latent's / neuron's AUROC
-    at telling labelled chains from the rest by their per-chain maximum activation."""
-    out: dict[str, dict[str, float]] = {}
-    for basis, labels in (summary.get("sample_level") or {}).items():
-        if not isinstance(labels, dict):
-            continue
-        for label, sides in labels.items():
+def sequence_labels(summary: dict, baselines: dict[str, Any]) -> dict[str, Any]:
+    """Per sequence label (chain, V family, isotype, CDR3 length): the single latent, the single
+    neuron (+x or -x) and the pooling chosen on the validation chains by AUROC, their test AUROC,
+    and the linear-probe ceiling (and, where given, a baseline such as the chain's length)."""
+    sl = summary.get("sample_level") or {}
+    out: dict[str, Any] = {"select": sl.get("select", "valid"), "report": sl.get("report", "test")}
+    for basis in ("sae", "neuron", "neuron_probe"):
+        for label, sides in (sl.get(basis) or {}).items():
             best = sides.get("True") if isinstance(sides, dict) else None
-            if isinstance(best, dict) and best.get("auroc") is not None:
-                out.setdefault(label, {})[f"{basis}_auroc"] = round(float(best["auroc"]), 3)
+            if isinstance(best, dict):
+                row = out.setdefault(label, {})
+                row[basis] = best["auroc_test"]
+                if basis != "neuron_probe":
+                    row[f"{basis}_feature"] = best["feature_name"]
+                    row[f"{basis}_pooling"] = best["pooling"]
+    for label, base in baselines.items():
+        if base is not None and label in out:
+            out[label]["chain_length"] = base["auroc_test"]
     return out
 
 

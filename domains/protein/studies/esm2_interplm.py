@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from core.errors import ConfigError
 from core.io import write_json
-from domains.protein.concepts import protein_labels, residue_concepts
+from domains.protein.concepts import feature_types_of, protein_labels, residue_concepts
 from domains.protein.pipeline import (
     Timer,
     concept_f1,
@@ -101,7 +101,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     split_table, splits, hooks, stores = split_and_harvest(records, dom.split, cfg.model, cs, run_dir, timer)
     cc = dom.concepts
     with timer("concepts"):
-        rc = residue_concepts(records, feature_types=list(cc.feature_types), min_count=int(cc.min_count),
+        types = feature_types_of(cc.get("set"), cc.get("feature_types"))
+        rc = residue_concepts(records, feature_types=types, min_count=int(cc.min_count),
                               include_amino_acids=bool(cc.amino_acids), include_cofactors=bool(cc.cofactors),
                               strip_note_index=bool(cc.strip_note_index))
         cm = rc.matrix(store_tokens(stores[hooks[0]]))
