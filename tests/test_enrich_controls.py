@@ -169,3 +169,23 @@ def test_subset_scores_show_what_a_feature_captures_beyond_position():
     assert scored.loc[("sae", "token_f1"), "token_f1"] == pytest.approx(1.0)
     assert scored.loc[("position", "f1"), "f1"] < 0.3          # the usual place is empty on shifted chains
     assert scored.loc[("sae", "f1"), "n_samples"] == len([s for s in shifted if splits[s] == "test"])
+
+
+def test_cached_latents_equal_fresh_ones_whatever_the_rows_kept(tmp_path):
+    from core.dictionaries.base import build_dictionary
+    from core.enrich.features import DictionaryFeatures
+
+    rng = np.random.default_rng(6)
+    tokens = samples(40, 10, 30, seed=6)
+    store = _store(tmp_path, rng.normal(0, 1, (len(tokens), 8)).astype(np.float32), tokens)
+    sae = build_dictionary({"architecture": "topk", "d_in": 8, "d_sae": 16, "k": 3})
+    cached = DictionaryFeatures(sae, store, chunk_tokens=200)
+    fresh = DictionaryFeatures(sae, store, chunk_tokens=200, cache_nnz=0)
+    for keep in (lambda s: s % 3 == 0, lambda s: s % 3 != 0, None, lambda s: s % 3 == 0):
+        a = list(cached.iter_chunks(keep))
+        b = list(fresh.iter_chunks(keep))
+        assert len(a) == len(b) and sum(len(c["sample"]) for c in a) > 0
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x["sample"], y["sample"])
+            np.testing.assert_allclose(x["X"].toarray(), y["X"].toarray(), atol=1e-6)
+    assert cached._cached_nnz > 0 and fresh._cached_nnz == 0

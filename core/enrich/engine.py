@@ -109,7 +109,8 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
         if normalise == "global" or sample_labels is not None:
             code = SPLITS.index(ref_split)
             ref = reference_pass(src, lambda s, code=code: lookup(s) == code, ref_split,
-                                 pool=sample_labels is not None, max_samples=norm_max_samples, progress=progress)
+                                 pool=sample_labels is not None and getattr(src, "probe_columns", None) is not None,
+                                 max_samples=norm_max_samples, progress=progress)
         bases[name] = count_pass(name, src, concepts, lookup, wanted, thresholds, sample_reduce, progress,
                                  reference=ref, global_scale=normalise == "global")
 

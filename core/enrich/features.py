@@ -171,8 +171,11 @@ class DictionaryFeatures(_StoreSource):
     sparse = True
 
     def __init__(self, sae: Any, stores: Any, *, chunk_tokens: int = 32768, batch_tokens: int = 4096,
-                 device: str | torch.device = "cpu", name: str = "sae") -> None:
+                 device: str | torch.device = "cpu", name: str = "sae", cache_nnz: int = 50_000_000) -> None:
         super().__init__(stores, chunk_tokens=chunk_tokens)
+        self.cache_nnz = int(cache_nnz)
+        self._cache: dict[int, sp.csr_matrix] = {}
+        self._cached_nnz = 0
         d_in = int(sae.cfg.in_features)
         if d_in != self.d_in:
             raise ShapeError(f"the dictionary takes d_in={d_in} but the store gives d={self.d_in}",
@@ -191,9 +194,28 @@ class DictionaryFeatures(_StoreSource):
         return encode_sparse(self.sae, acts, batch_tokens=self.batch_tokens, device=self.device)
 
     def iter_chunks(self, keep: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[dict[str, Any]]:
-        for ch in self._chunks(keep):
+        """Chunks with their latents. The engine passes over the store several times (the
+        reference split, then the evaluation splits twice); while the cache has room, each
+        chunk is encoded whole once and its sparse latents kept, so later passes do not encode
+        again. Beyond ``cache_nnz`` stored values, only the kept rows are encoded, every time."""
+        where = str(self.stores[0].root)
+        for i, ch in enumerate(iter_sample_chunks(self._raw_shards(), self.chunk_tokens, where)):
+            m = keep(ch["sample"]) if keep is not None else np.ones(len(ch["sample"]), dtype=bool)
+            if not m.any():
+                continue
             acts = ch.pop("acts")
-            ch["X"] = self.encode(acts)
+            X = self._cache.get(i)
+            if X is None and self._cached_nnz < self.cache_nnz:
+                X = self.encode(acts)
+                if self._cached_nnz + X.nnz <= self.cache_nnz:
+                    self._cache[i] = X
+                    self._cached_nnz += X.nnz
+            if X is None:
+                ch = {k: v[m] for k, v in ch.items()}
+                ch["X"] = self.encode(acts[m])
+            else:
+                ch = {k: v[m] for k, v in ch.items()}
+                ch["X"] = X[m] if not m.all() else X
             yield ch
 
 

@@ -40,6 +40,10 @@ def distances(sample: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.
     return (position - first).astype(np.int64), (last - position).astype(np.int64)
 
 
+def _key(d_start: np.ndarray, d_end: np.ndarray) -> np.ndarray:
+    return (d_start.astype(np.int64) << 32) | d_end.astype(np.int64)
+
+
 class PositionFeatures:
     """Position-only features over the token rows of a concept matrix (whole-sample chunks)."""
 
@@ -59,6 +63,10 @@ class PositionFeatures:
         self.n_windows = len(self.windows)
         self.classifiers = self._fit(classifiers or {}, d_start, d_end)
         self.n_features = self.n_windows + len(self.classifiers)
+        # a classifier sees only (d_start, d_end), and far fewer pairs occur than tokens: predict
+        # each distinct pair once
+        self._keys = np.unique(_key(d_start, d_end))
+        self._table = self._predict_pairs(self._keys)
 
     def _fit(self, targets: dict[str, tuple[np.ndarray, np.ndarray]], d_start: np.ndarray,
              d_end: np.ndarray) -> list[tuple[str, Any]]:
@@ -75,6 +83,13 @@ class PositionFeatures:
             clf = HistGradientBoostingClassifier(max_iter=100, random_state=self.seed).fit(X, y)
             fitted.append((concept, clf))
         return fitted
+
+    def _predict_pairs(self, keys: np.ndarray) -> np.ndarray:
+        """[n_keys, n_classifiers] predicted probabilities of each distinct (d_start, d_end)."""
+        if not self.classifiers:
+            return np.zeros((len(keys), 0), np.float32)
+        Z = np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
+        return np.stack([clf.predict_proba(Z)[:, 1] for _, clf in self.classifiers], axis=1).astype(np.float32)
 
     def feature_names(self) -> list[str]:
         names = [f"{a}[{o},{o + w})" for a, w, o in self.windows]
@@ -114,9 +129,8 @@ class PositionFeatures:
             d_start, d_end = distances(ch["sample"], ch["position"])
             X = self.window_matrix(d_start, d_end)
             if self.classifiers:
-                Z = np.stack([d_start, d_end], axis=1)
-                P = np.stack([clf.predict_proba(Z)[:, 1] for _, clf in self.classifiers], axis=1)
-                X = sp.hstack([X, sp.csr_matrix(P.astype(np.float32))], format="csr")
+                P = self._table[np.searchsorted(self._keys, _key(d_start, d_end))]
+                X = sp.hstack([X, sp.csr_matrix(P)], format="csr")
             ch["X"] = X
             yield ch
 

@@ -83,6 +83,8 @@ def sample_level_table(bases: dict[str, BasisResult], labels: pd.DataFrame, eval
             kv, kt = values[mv] != "", values[mt] != ""
             for v in found:
                 iv, it = values[mv] == v, values[mt] == v
+                if len(set(iv[kv])) < 2 or len(set(it[kt])) < 2:
+                    continue   # both classes are needed in validation and in test
                 av = np.stack([ranked[p][0].auroc(kv, iv) for p in poolings])
                 at = np.stack([ranked[p][1].auroc(kt, it) for p in poolings])
                 pool_i, feat_i = np.indices(av.shape)
