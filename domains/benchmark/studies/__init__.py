@@ -1,0 +1,1 @@
+"""Case-study runners of the benchmark domain."""
