@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from core.checkpoint.folder import CFG, check_kind, read_cfg
 from core.checkpoint.tensors import assign, read_safetensors
 from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
 from core.errors import ConfigError, DataError
-from core.io import atomic_dir, read_json, write_json
+from core.io import atomic_dir, write_json
 
-CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
 EXTRA = "sparsescope_extra.safetensors"
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ _FROM_SAE_LENS = {"standard": ("relu", False, False), "topk": ("topk", False, Fa
 def sae_lens_architecture(sae: Dictionary) -> str | None:
     """The SAELens architecture that encodes like ``sae``, or None when SAELens has none."""
     cfg = sae.cfg
-    if cfg.in_features == cfg.out_features and not cfg.skip_connection:
+    if not cfg.is_transcoder and not cfg.skip_connection:
         return _SAE.get(sae.architecture)
     return _TRANSCODER.get((sae.architecture, bool(cfg.skip_connection)))
 
@@ -83,8 +83,9 @@ def sae_lens_cfg(sae: Dictionary, metadata: dict[str, Any] | None = None) -> dic
     cfg = sae.cfg
     arch = sae_lens_architecture(sae)
     meta = {**dict(getattr(sae, "metadata", None) or {}), **dict(metadata or {})}
+    name = sae.architecture + ("_transcoder" if cfg.is_transcoder else "")
     out: dict[str, Any] = {
-        "architecture": arch or sae.architecture,
+        "architecture": arch or name,
         "d_in": cfg.in_features,
         "d_sae": cfg.d_sae,
         "dtype": _dtype_name(sae.W_enc.dtype),
@@ -93,8 +94,9 @@ def sae_lens_cfg(sae: Dictionary, metadata: dict[str, Any] | None = None) -> dic
         "normalize_activations": "none",
         "reshape_activations": "none",
     }
-    if cfg.in_features != cfg.out_features or cfg.skip_connection:
+    if cfg.is_transcoder or cfg.skip_connection:
         out["d_out"] = cfg.out_features
+        out["hook_name_out"] = meta.get("hook_name_out")
     if arch == "topk":
         out.update({"k": int(cfg.k), "rescale_acts_by_decoder_norm": False})
     out["model_name"] = meta.get("model_name")
@@ -112,6 +114,10 @@ def save_sae(sae: Dictionary, folder: str | Path, *, metadata: dict[str, Any] | 
     ``metadata`` block, which SAELens exposes as ``sae.cfg.metadata``.
     """
     folder = Path(folder)
+    if sae.kind == "clt":
+        from core.checkpoint.clt import save_clt
+
+        return save_clt(sae, folder, metadata=metadata)
     arch = sae_lens_architecture(sae)
     allowed = SAE_LENS_TENSORS.get(arch or "", None)
     state = {n: t.detach().cpu() for n, t in sae.state_dict().items()}
@@ -126,18 +132,6 @@ def save_sae(sae: Dictionary, folder: str | Path, *, metadata: dict[str, Any] | 
             save_file(extra, str(tmp / EXTRA))
         write_json(tmp / CFG, cfg)
     return folder
-
-
-def read_cfg(folder: Path) -> dict[str, Any]:
-    path = folder / CFG
-    if not path.exists():
-        raise DataError("cfg.json is missing: not a SAELens/sparsescope dictionary folder", path=str(folder),
-                        fix="pass the folder that holds cfg.json and sae_weights.safetensors")
-    try:
-        return read_json(path)
-    except ValueError as err:
-        raise DataError(f"cfg.json is not valid JSON ({err})", path=str(path),
-                        fix="re-save the dictionary") from None
 
 
 def _config_from_block(block: dict[str, Any], path: Path) -> DictionaryConfig:
@@ -169,7 +163,7 @@ def _config_from_sae_lens(cfg: dict[str, Any], path: Path) -> tuple[DictionaryCo
     try:
         dc = DictionaryConfig(architecture=ours, d_in=int(cfg["d_in"]), d_sae=int(cfg["d_sae"]),
                               d_out=int(cfg["d_out"]) if transcoder else None,
-                              k=int(k) if ours == "topk" else None, skip_connection=skip,
+                              k=int(k) if ours == "topk" else None, skip_connection=skip, transcoder=transcoder,
                               apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)))
     except KeyError as err:
         raise DataError(f"cfg.json lacks the key {err}", path=str(path),
@@ -177,10 +171,17 @@ def _config_from_sae_lens(cfg: dict[str, Any], path: Path) -> tuple[DictionaryCo
     return dc, skip
 
 
-def load_sae(folder: str | Path) -> Dictionary:
-    """Rebuild a Dictionary from a folder: ours, any SAELens folder, or (detected by their
-    files) a dictionary_learning or sparsify folder."""
+def load_sae(folder: str | Path, *, expect: str | None = None) -> Dictionary:
+    """Rebuild a Dictionary from a folder: ours, any SAELens folder, a cross-layer transcoder
+    folder (``core.checkpoint.clt``), or (detected by their files) a dictionary_learning or
+    sparsify folder. ``expect`` (``sae``, ``transcoder`` or ``clt``) refuses another kind."""
     folder = Path(folder)
+    sae = _load(folder)
+    check_kind(sae, expect, folder)
+    return sae
+
+
+def _load(folder: Path) -> Dictionary:
     if not folder.is_dir():
         raise DataError("dictionary folder does not exist", path=str(folder),
                         fix="pass the folder written by the train stage (it holds cfg.json)")
@@ -193,6 +194,10 @@ def load_sae(folder: str | Path) -> Dictionary:
 
         return import_sparsify(folder)
     cfg = read_cfg(folder)
+    if (cfg.get("sparsescope") or {}).get("layout") == "clt":
+        from core.checkpoint.clt import load_clt
+
+        return load_clt(folder, cfg)
     cfg_path = folder / CFG
     tensors = read_safetensors(folder / WEIGHTS)
     if "W_skip" in tensors:
@@ -215,7 +220,7 @@ def load_sae(folder: str | Path) -> Dictionary:
     assign(sae, tensors, path=folder / WEIGHTS, implied_by=implied, optional=optional)
     meta = dict(cfg.get("metadata") or {})
     meta.pop("sae_lens_version", None)
-    for key, old in (("model_name", "model_name"), ("hook_name", "hook_point")):
+    for key, old in (("model_name", "model_name"), ("hook_name", "hook_point"), ("hook_name_out", "hook_name_out")):
         if meta.get(key) is None and (cfg.get(key) or cfg.get(old)):
             meta[key] = cfg.get(key) or cfg.get(old)
     sae.metadata = meta

@@ -49,7 +49,7 @@ def import_sparsify(folder: str | Path) -> Dictionary:
     if skip:
         expected["W_skip"] = (d_in, d_in)
     expect_shapes(state, expected, path=weights, implied_by=implied)
-    dc = DictionaryConfig("topk", d_in=d_in, d_sae=d_sae, k=k, skip_connection=skip,
+    dc = DictionaryConfig("topk", d_in=d_in, d_sae=d_sae, k=k, skip_connection=skip, transcoder=transcode,
                           apply_b_dec_to_input=not transcode)
     sae = build_dictionary(dc)
     tensors = {"W_enc": state["encoder.weight"].T.contiguous(), "b_enc": state["encoder.bias"],

@@ -9,6 +9,7 @@ from core.dictionaries.base import (
     register,
 )
 from core.dictionaries.batchtopk import BatchTopKSAE
+from core.dictionaries.clt import BatchTopKCLT, CrossLayerTranscoder, ReLUCLT, TopKCLT
 from core.dictionaries.gated import GatedSAE
 from core.dictionaries.jumprelu import JumpReLUSAE
 from core.dictionaries.matryoshka import MatryoshkaSAE
@@ -18,4 +19,5 @@ from core.dictionaries.topk import TopKSAE
 __all__ = [
     "REGISTRY", "Dictionary", "DictionaryConfig", "LossOutput", "build_dictionary", "register",
     "BatchTopKSAE", "GatedSAE", "JumpReLUSAE", "MatryoshkaSAE", "ReLUSAE", "TopKSAE",
+    "BatchTopKCLT", "CrossLayerTranscoder", "ReLUCLT", "TopKCLT",
 ]

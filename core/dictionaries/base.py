@@ -51,6 +51,7 @@ class DictionaryConfig:
     dead_after_tokens: int = 10_000_000
     apply_b_dec_to_input: bool = True
     skip_connection: bool = False
+    transcoder: bool = False
     sparse_decode: bool = True
     fused_encoder: bool = True
     threshold_decay: float = 0.99
@@ -75,6 +76,13 @@ class DictionaryConfig:
     @property
     def out_features(self) -> int:
         return self.n_outputs * int(self.d_out)
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether the decoder predicts another site than the encoder reads (an MLP's output from
+        its input). ``transcoder`` says so even when the widths agree (SmolLM2's MLP maps 576 to
+        576), so the input is never centred by the target's ``b_dec`` and the encoder is not tied."""
+        return self.transcoder or self.in_features != self.out_features
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,23 +128,31 @@ class Dictionary(nn.Module, ABC):
     def __init__(self, cfg: DictionaryConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.init_parameters()
+        self.reset_parameters()
+
+    def init_parameters(self) -> None:
+        """Create the parameters (SAELens layout); a family with another layout overrides this."""
+        cfg = self.cfg
         self.W_enc = nn.Parameter(torch.empty(cfg.in_features, cfg.d_sae))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.out_features))
         self.b_dec = nn.Parameter(torch.zeros(cfg.out_features))
         if cfg.skip_connection:
             self.W_skip = nn.Parameter(torch.zeros(cfg.in_features, cfg.out_features))
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Unit-norm decoder rows and a tied (transposed) encoder, as Gao et al. and Conerly et al. do."""
+        """Unit-norm decoder rows and a tied (transposed) encoder, as Gao et al. and Conerly et al. do;
+        a transcoder's encoder reads another space than its decoder writes, so it gets random unit
+        directions of its own."""
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.W_dec)
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
-            if self.cfg.in_features == self.cfg.out_features:
+            if not self.cfg.is_transcoder:
                 self.W_enc.copy_(self.W_dec.T)
             else:
                 nn.init.kaiming_uniform_(self.W_enc)
+                self.W_enc /= self.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-8)
 
     def flatten_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1) if x.dim() == 3 else x
@@ -147,8 +163,14 @@ class Dictionary(nn.Module, ABC):
         return x
 
     @property
+    def kind(self) -> str:
+        """``sae`` (reconstructs its input), ``transcoder`` (predicts another site; skip included)
+        or ``clt`` (cross-layer transcoder): what a folder may be loaded as."""
+        return "transcoder" if self.cfg.is_transcoder else "sae"
+
+    @property
     def subtracts_b_dec(self) -> bool:
-        return self.cfg.apply_b_dec_to_input and self.cfg.in_features == self.cfg.out_features
+        return self.cfg.apply_b_dec_to_input and not self.cfg.is_transcoder
 
     def centered_input(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's input: flattened, minus ``b_dec`` for plain SAEs."""
@@ -189,7 +211,7 @@ class Dictionary(nn.Module, ABC):
             raise ShapeError(f"target has {y.shape[-1]} features, the dictionary outputs "
                              f"{self.cfg.out_features}",
                              fix="a transcoder needs sae.d_out set to the target width")
-        return y.to(self.W_dec.dtype)
+        return y.to(self.b_dec.dtype)
 
     def decode_flat(self, f: torch.Tensor) -> torch.Tensor:
         return self.dense_decode(f)
@@ -255,14 +277,8 @@ class Dictionary(nn.Module, ABC):
     def project_decoder_grad(self) -> None:
         """Remove the part of each decoder row's gradient that would change its norm, so the
         optimiser moves rows along the unit sphere (renormalisation then only corrects drift)."""
-        grad = self.W_dec.grad
-        if grad is None:
-            return
-        # grad - (grad . W_i) W_i / |W_i|^2 per row, in three passes over the decoder
-        w = self.W_dec.detach()
-        sq = torch.linalg.vector_norm(w, dim=1).square_().clamp_min_(1e-16)
-        dots = torch.einsum("ij,ij->i", grad, w)
-        grad.addcmul_(w, (dots / sq).unsqueeze(1), value=-1.0)
+        if self.W_dec.grad is not None:
+            project_rows(self.W_dec.detach(), self.W_dec.grad)
 
     @torch.no_grad()
     def fold_scaling(self, scale: float, out_scale: float | None = None) -> None:
@@ -278,6 +294,14 @@ class Dictionary(nn.Module, ABC):
         self.b_dec.div_(out_scale)
         if self.cfg.skip_connection:
             self.W_skip.mul_(scale / out_scale)
+
+
+@torch.no_grad()
+def project_rows(w: torch.Tensor, grad: torch.Tensor) -> None:
+    """In place, ``grad_i - (grad_i . w_i) w_i / |w_i|^2`` for each row ``i`` (three passes)."""
+    sq = torch.linalg.vector_norm(w, dim=1).square_().clamp_min_(1e-16)
+    dots = torch.einsum("ij,ij->i", grad, w)
+    grad.addcmul_(w, (dots / sq).unsqueeze(1), value=-1.0)
 
 
 REGISTRY: dict[str, type[Dictionary]] = {}

@@ -21,6 +21,20 @@ from core.dictionaries.sparse import ActiveSet
 from core.dictionaries.topk import TopKFamily
 
 
+def batch_select(pre: torch.Tensor, k: int) -> tuple[ActiveSet, torch.Tensor | None]:
+    """The ``k * batch`` largest positive pre-activations of the batch (row-sorted), and the
+    smallest value kept (None when none is positive), which the inference threshold tracks."""
+    n, d_sae = pre.shape
+    flat = pre.reshape(-1)
+    vals, idx = flat.topk(min(k * n, flat.numel()))
+    keep = vals > 0
+    idx = idx[keep]
+    key = idx.to(torch.int32) if flat.numel() < 2**31 else idx
+    idx = idx[torch.sort(key).indices]
+    smallest = vals[keep].min() if keep.any() else None
+    return ActiveSet(idx // d_sae, idx % d_sae, n, d_sae), smallest
+
+
 @register("batchtopk")
 class BatchTopKSAE(TopKFamily):
     def __init__(self, cfg: DictionaryConfig) -> None:
@@ -31,16 +45,10 @@ class BatchTopKSAE(TopKFamily):
     def select(self, pre: torch.Tensor, k: int) -> ActiveSet:
         if self.training and getattr(self, "progress", 1.0) < self.cfg.batchtopk_token_warmup:
             return super().select(pre, k)
-        n, d_sae = pre.shape
-        flat = pre.reshape(-1)
-        vals, idx = flat.topk(min(k * n, flat.numel()))
-        keep = vals > 0
-        idx = idx[keep]
-        key = idx.to(torch.int32) if flat.numel() < 2**31 else idx
-        idx = idx[torch.sort(key).indices]
-        if self.training and keep.any():
-            self._update_threshold(vals[keep].min())
-        return ActiveSet(idx // d_sae, idx % d_sae, n, d_sae)
+        active, smallest = batch_select(pre, k)
+        if self.training and smallest is not None:
+            self._update_threshold(smallest)
+        return active
 
     @torch.no_grad()
     def _update_threshold(self, batch_min: torch.Tensor) -> None:

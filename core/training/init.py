@@ -54,7 +54,7 @@ def init_from_sample(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | No
         sae.b_dec.copy_(geometric_median(y).to(sae.b_dec.dtype))
 
 
-HOMOGENEOUS_AT_INIT = ("topk", "batchtopk", "matryoshka", "relu")
+HOMOGENEOUS_AT_INIT = ("topk", "batchtopk", "matryoshka", "relu", "clt_topk", "clt_batchtopk", "clt_relu")
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def fit_encoder_scale(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | N
         return 1.0
     if float(sae.b_enc.abs().max()) != 0.0:
         return 1.0
-    y = (x if target is None else target).reshape(x.shape[0], -1).to(sae.W_dec.dtype)
+    y = (x if target is None else target).reshape(x.shape[0], -1).to(sae.b_dec.dtype)
     was_training = sae.training
     kept = {name: buf.clone() for name, buf in sae.named_buffers()}  # e.g. BatchTopK's running threshold
     sae.train()

@@ -221,7 +221,7 @@ SHORT_RUN_LR = 3e-3
 SIGNUM_LR = 9.4e-3
 
 
-SHORT_RUN_ARCHITECTURES = ("topk", "batchtopk", "matryoshka")
+SHORT_RUN_ARCHITECTURES = ("topk", "batchtopk", "matryoshka", "clt_topk", "clt_batchtopk")
 
 
 def default_lr(d_sae: int, architecture: str = "topk", optimizer: str = "adam") -> float:
