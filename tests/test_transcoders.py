@@ -33,10 +33,12 @@ def planted_mlp(n: int, n_feat: int = 32, d_in: int = 16, d_out: int = 12, p: fl
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 def test_transcoder_recovers_a_planted_sparse_mlp(arch):
-    x, y, D = planted_mlp(8192)  # noqa: N806
-    cfg = dict(architecture=arch, d_in=16, d_out=12, d_sae=64, k=3, transcoder=True)
+    x, y, D = planted_mlp(16384)  # noqa: N806
+    cfg = dict(architecture=arch, d_in=16, d_out=12, d_sae=64, k=3, transcoder=True, aux_k=4, dead_after_tokens=8192)
+    if arch == "batchtopk":
+        cfg["batchtopk_token_warmup"] = 0.25
     with tempfile.TemporaryDirectory() as tmp:
-        tc, _ = train_sae(cfg, TensorDataModule(x, y, batch_size=256), tmp, total_tokens=8 * 8192,
+        tc, _ = train_sae(cfg, TensorDataModule(x, y, batch_size=512), tmp, total_tokens=8 * 16384,
                           trainer_cfg=QUIET, save=False, lr=1e-2)
     score, best = mmcs(tc.W_dec.detach(), D)
     assert score >= 0.9, (score, best)

@@ -143,8 +143,7 @@ class Dictionary(nn.Module, ABC):
 
     def reset_parameters(self) -> None:
         """Unit-norm decoder rows and a tied (transposed) encoder, as Gao et al. and Conerly et al. do;
-        a transcoder's encoder reads another space than its decoder writes, so it gets random unit
-        directions of its own."""
+        a transcoder's encoder reads another space than its decoder writes, so it is drawn apart."""
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.W_dec)
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
@@ -152,7 +151,6 @@ class Dictionary(nn.Module, ABC):
                 self.W_enc.copy_(self.W_dec.T)
             else:
                 nn.init.kaiming_uniform_(self.W_enc)
-                self.W_enc /= self.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-8)
 
     def flatten_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], -1) if x.dim() == 3 else x

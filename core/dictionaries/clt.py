@@ -243,6 +243,17 @@ class CrossLayerTranscoder(Dictionary):
         if self.cfg.skip_connection:
             self.W_skip.mul_(scale / out_scale)
 
+    def predict_layer(self, target: int, latents: list[torch.Tensor], x_target: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer ``target``'s predicted MLP output ``[n, d_out]`` from the latents of layers
+        ``0..target`` (``latents[l]``: ``[n, m]``) and, with a skip, that layer's input."""
+        d = int(self.cfg.d_out)
+        out = self.b_dec[target * d:(target + 1) * d]
+        for layer in range(target + 1):
+            out = out + latents[layer].to(self.b_dec.dtype) @ self.W_dec[layer][:, target - layer]
+        if self.cfg.skip_connection and x_target is not None:
+            out = out + x_target.to(self.W_skip.dtype) @ self.W_skip[target]
+        return out
+
     def layer_view(self, layer: int) -> CLTLayer:
         """Layer ``layer``'s encoder as a one-input dictionary (for enrichment and feature views)."""
         if not 0 <= layer < self.n_layers:

@@ -108,3 +108,29 @@ def write_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     write_json(path, metrics)
     return path
+
+
+@torch.no_grad()
+def evaluate_layers(clt: Dictionary, batches: Iterable, *, max_tokens: int | None = None,
+                    dense_threshold: float = 0.1) -> list[dict[str, float]]:
+    """Per-layer metrics of a cross-layer transcoder over batches ``(x [B, L, d_in], y [B, L, d_out])``:
+    each layer's FVU of its MLP output (predicted from every layer up to it), and the L0 and
+    dead fraction of that layer's own latents."""
+    was_training = clt.training
+    clt.eval()
+    L, m, d = clt.n_layers, clt.per_layer, int(clt.cfg.d_out)  # noqa: N806
+    accs = [MetricAccumulator(m, dense_threshold) for _ in range(L)]
+    seen = 0
+    for batch in batches:
+        x, y = split_batch(batch)
+        if max_tokens is not None and seen >= max_tokens:
+            break
+        x = x.to(clt.W_enc.dtype)
+        f = clt.encode(x)
+        y_hat = clt.decode_flat(f) + clt.skip(x)
+        y = clt.flatten_target(x, y)
+        for i, acc in enumerate(accs):
+            acc.update(y[:, i * d:(i + 1) * d], y_hat[:, i * d:(i + 1) * d], f[:, i * m:(i + 1) * m])
+        seen += x.shape[0]
+    clt.train(was_training)
+    return [acc.result() for acc in accs]

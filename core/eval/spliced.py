@@ -21,80 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from core.adapters.base import Batch, ModelAdapter
+from core.adapters.base import ModelAdapter
 from core.adapters.interventions import Ablate, Splice
 from core.eval.base import Eval, EvalContext, EvalResult
+from core.eval.scoring import mean_activation, score_conditions, summarise, text_batches
 from core.samples import Sample
-
-CONDITIONS = ("clean", "spliced", "spliced_with_error", "zero_ablation", "mean_ablation")
-
-
-def objective_of(adapter: ModelAdapter) -> str:
-    """``mlm`` for masked protein LMs, else ``clm``."""
-    return str(getattr(adapter, "objective", "clm"))
-
-
-def _scored_positions(batch: Batch, objective: str, mask_fraction: float, gen: torch.Generator) -> torch.Tensor:
-    """[B, T] bool: tokens whose prediction is scored (for clm: the token *predicted at* t)."""
-    real = batch.attention_mask.bool()
-    if objective == "clm":
-        valid = torch.zeros_like(real)
-        valid[:, :-1] = real[:, :-1] & real[:, 1:]
-        return valid
-    cand = real & (batch.positions >= 0)
-    pick = (torch.rand(cand.shape, generator=gen) < mask_fraction) & cand
-    for r in range(cand.shape[0]):  # every sequence contributes at least one position
-        if cand[r].any() and not pick[r].any():
-            idx = cand[r].nonzero().flatten()
-            pick[r, idx[torch.randint(len(idx), (1,), generator=gen)]] = True
-    return pick
-
-
-def _masked(batch: Batch, scored: torch.Tensor, mask_id: int) -> Batch:
-    ids = batch.input_ids.clone()
-    ids[scored] = mask_id
-    return Batch(ids, batch.attention_mask, batch.positions, batch.sample_index, batch.extra)
-
-
-def _token_logprobs(logits: torch.Tensor, batch: Batch, scored: torch.Tensor, objective: str) -> tuple:
-    """(log-probs of the scored predictions [n, V], targets [n])."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    if objective == "clm":
-        targets = batch.input_ids[:, 1:][scored[:, :-1]]
-        return logp[:, :-1][scored[:, :-1]], targets
-    return logp[scored], batch.input_ids[scored]
-
-
-def mean_activation(adapter: ModelAdapter, hook: str, batches: Sequence[Batch]) -> torch.Tensor:
-    """Mean activation at ``hook`` over real tokens (for mean-ablation)."""
-    total, count = None, 0
-    for batch in batches:
-        act = adapter.capture(batch, [hook])[hook].float()
-        keep = batch.attention_mask.bool().to(act.device)
-        s = act[keep].sum(0)
-        total = s if total is None else total + s
-        count += int(keep.sum())
-    return total / max(count, 1)
 
 
 def spliced_metrics(adapter: ModelAdapter, dictionary: nn.Module, hook: str, samples: Sequence[Sample], *,
                     batch_tokens: int = 4096, mask_fraction: float = 0.15, seed: int = 0,
                     mean: torch.Tensor | None = None, skip_special: bool = False) -> dict[str, Any]:
     """Cross-entropy and KL under each condition on ``samples``; see the module docstring."""
-    from core.harvest import pack_batches, processing_order
-
     adapter.check_hooks([hook])
-    objective = objective_of(adapter)
-    if objective == "mlm" and getattr(adapter, "mask_token_id", None) is None:
-        objective = "clm"
-    samples = [s if isinstance(s, Sample) else Sample(f"#{i}", str(s)) for i, s in enumerate(samples)]
-    order = processing_order(samples, len(samples))
-    spans = pack_batches(samples, order, 0, batch_tokens, 256, lambda s: len(s.text) + 4)
-    batches = [adapter.tokenize([samples[i] for i in order[b:e]], sample_index=order[b:e]) for b, e in spans]
-    batches = [b for b in batches if len(b)]
+    batches = text_batches(adapter, samples, batch_tokens)
     if mean is None:
         mean = mean_activation(adapter, hook, batches)
     interventions = {
@@ -103,42 +44,9 @@ def spliced_metrics(adapter: ModelAdapter, dictionary: nn.Module, hook: str, sam
         "zero_ablation": Ablate(None, skip_special=skip_special),
         "mean_ablation": Ablate(mean, skip_special=skip_special),
     }
-    gen = torch.Generator().manual_seed(seed)
-    ce = dict.fromkeys(CONDITIONS, 0.0)
-    kl = dict.fromkeys(CONDITIONS[1:], 0.0)
-    n = 0
-    for batch in batches:
-        scored = _scored_positions(batch, objective, mask_fraction, gen)
-        if not scored.any():
-            continue
-        inp = _masked(batch, scored, adapter.mask_token_id) if objective == "mlm" else batch
-        clean_lp, targets = _token_logprobs(adapter.forward(inp), batch, scored, objective)
-        targets = targets.to(clean_lp.device)
-        ce["clean"] += float(-clean_lp.gather(-1, targets[:, None]).sum())
-        for name, fn in interventions.items():
-            with adapter.intervene(hook, fn):
-                lp, _ = _token_logprobs(adapter.forward(inp), batch, scored, objective)
-            ce[name] += float(-lp.gather(-1, targets[:, None]).sum())
-            kl[name] += float(F.kl_div(lp, clean_lp, log_target=True, reduction="sum"))
-        n += int(targets.numel())
-    if n == 0:
-        from core.errors import DataError
-
-        raise DataError("no tokens to score in the spliced evaluation", fix="give longer or more samples")
-    out: dict[str, Any] = {"objective": objective, "hook": hook, "n_scored_tokens": n,
-                           "n_samples": len(samples)}
-    for k, v in ce.items():
-        out[f"ce_{k}"] = v / n
-    for k, v in kl.items():
-        out[f"kl_{k}"] = v / n
-    for ablation in ("zero_ablation", "mean_ablation"):
-        gap = out[f"ce_{ablation}"] - out["ce_clean"]
-        out[f"loss_recovered_{ablation.split('_')[0]}"] = \
-            (out[f"ce_{ablation}"] - out["ce_spliced"]) / gap if abs(gap) > 1e-12 else float("nan")
-    out["ce_delta"] = out["ce_spliced"] - out["ce_clean"]
-    if objective == "mlm":
-        out["mask_fraction"] = mask_fraction
-    return out
+    scores = score_conditions(adapter, batches, {k: {hook: fn} for k, fn in interventions.items()},
+                              mask_fraction=mask_fraction, seed=seed)
+    return summarise(scores, hook=hook, n_samples=len(samples), mask_fraction=mask_fraction)
 
 
 def samples_from_store(store: Any, *, n: int = 64, holdout_fraction: float | None = 0.05, seed: int = 0) -> list:
@@ -167,7 +75,8 @@ def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any, ada
     """The ``spliced`` evaluation of ``stage=evaluate`` (``evals=[core,spliced]``).
 
     Loads ``cfg.model``, takes held-out samples (the data module's split) from the store's
-    samples.tsv and splices the SAE in at the store's hook. Options under
+    samples.tsv and splices the SAE in at the store's hook (a transcoder: in place of the MLP
+    output its target store holds, ``core.eval.transcoder_splice``). Options under
     ``evaluate.spliced``: n_samples (64), batch_tokens (4096), mask_fraction (0.15), seed (0).
     """
     from core.adapters import load_adapter
@@ -192,9 +101,18 @@ def spliced_evaluator(cfg: Any, ec: dict[str, Any], sae: nn.Module, dm: Any, ada
         logging.getLogger("sparsescope").warning("store was harvested from %r, evaluating with %r",
                                                  store.model, adapter.name)
     sae = sae.to(getattr(adapter, "device", "cpu")).eval()
+    kw = {"batch_tokens": int(opts.get("batch_tokens", 4096)), "mask_fraction": float(opts.get("mask_fraction", 0.15)),
+          "seed": int(opts.get("seed", 0))}
+    if getattr(sae, "kind", "sae") != "sae":
+        from core.eval.transcoder_splice import transcoder_spliced_metrics
+
+        sites = [(a.hook, b.hook) for a, b in zip(dm.stores, dm.target_stores, strict=True)]
+        skip_first = store.meta.get("positions") == "skip_first"
+        out = transcoder_spliced_metrics(adapter, [(sae, sites)], samples, skip_first=skip_first, **kw)
+        out["hook"] = " + ".join(out.pop("hooks"))
+        return out
     with torch.no_grad():
-        return spliced_metrics(adapter, sae, store.hook, samples, batch_tokens=int(opts.get("batch_tokens", 4096)),
-                               mask_fraction=float(opts.get("mask_fraction", 0.15)), seed=int(opts.get("seed", 0)))
+        return spliced_metrics(adapter, sae, store.hook, samples, **kw)
 
 
 @dataclass

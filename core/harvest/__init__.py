@@ -2,13 +2,14 @@
 
 ``engine`` runs the forward passes and writes the stores (resumable), ``order`` plans the
 batches, ``positions`` picks the tokens kept, ``inputs`` turns the stage's config into
-samples and hook names. ``core.stages.harvest`` is the stage; case studies call
-:func:`harvest` directly.
+samples and hook names, ``pairs`` names an MLP's input and output harvested together (for
+transcoders). ``core.stages.harvest`` is the stage; case studies call :func:`harvest` directly.
 """
 
 from core.harvest.engine import harvest, samples_fingerprint
 from core.harvest.order import pack_batches, processing_order, token_estimator
+from core.harvest.pairs import PAIR_SITE, check_layers, mlp_pair_hooks
 from core.harvest.positions import PositionRule, keep_mask
 
-__all__ = ["PositionRule", "harvest", "keep_mask", "pack_batches", "processing_order", "samples_fingerprint",
-           "token_estimator"]
+__all__ = ["PAIR_SITE", "PositionRule", "check_layers", "harvest", "keep_mask", "mlp_pair_hooks", "pack_batches",
+           "processing_order", "samples_fingerprint", "token_estimator"]

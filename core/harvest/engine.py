@@ -1,6 +1,10 @@
 """Run samples through a model adapter and write the activations at one or more hooks into
 activation stores (``out_dir/<hook>/``), one forward pass serving every hook.
 
+Hooks passed together share their rows (one pass, the same kept tokens): each store's
+manifest records ``rows_key`` and, for an MLP's input and output, that they are a pair
+(``core.harvest.pairs``), so a transcoder's data module can check the pairing up front.
+
 Each kept token's sample index (its index in the caller's list), position and token id go
 beside its activation, and ``samples.tsv`` maps sample indices back to ids, texts and
 metadata. A store remembers a fingerprint of the samples it came from, so a resume never
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 from core.adapters.base import ModelAdapter
 from core.errors import ConfigError
 from core.harvest.order import pack_batches, processing_order, token_estimator
+from core.harvest.pairs import pair_meta, rows_key
 from core.harvest.positions import PositionRule, keep_mask, store_position
 from core.samples import Sample
 
@@ -57,6 +62,10 @@ def harvest(adapter: ModelAdapter, samples: Sequence[Sample], hooks: Sequence[st
     if vocab is not None:
         store_meta["vocab"] = list(vocab)
     store_meta["samples_sha256"] = samples_fingerprint(samples)
+    key = rows_key(samples=store_meta["samples_sha256"], model=adapter.name, positions=positions,
+                   drop_special=drop_special, sort_window=sort_window)
+    if key is not None:
+        store_meta["rows_key"] = key
     writers = {}
     for h in hooks:
         root = out_dir / h
@@ -69,7 +78,7 @@ def harvest(adapter: ModelAdapter, samples: Sequence[Sample], hooks: Sequence[st
                                   path=str(root / "manifest.json"),
                                   fix="use a new output directory, or delete this store to start over")
         writers[h] = ShardWriter(out_dir / h, model=adapter.name, hook=h, d=int(adapter.d_model), dtype=dtype,
-                                 shard_tokens=shard_tokens, meta=store_meta)
+                                 shard_tokens=shard_tokens, meta={**store_meta, **pair_meta(h, hooks)})
     todo = {h: w for h, w in writers.items() if not w.complete}
     for h in writers:
         tsv = out_dir / h / "samples.tsv"

@@ -52,10 +52,15 @@ def load_samples(hc: dict[str, Any]) -> list[Sample]:
 
 
 def hooks_of(hc: dict[str, Any], adapter: Any) -> list[str]:
-    """``hc["hooks"]``, or ``hc["site"]`` at ``hc["layers"]`` (default: the middle block)."""
+    """``hc["hooks"]``, or ``hc["site"]`` at ``hc["layers"]`` (default: the middle block);
+    ``site: mlp_pair`` gives each layer's MLP input and output (a transcoder's pair)."""
+    from core.harvest.pairs import PAIR_SITE, check_layers, mlp_pair_hooks
+
     if hc.get("hooks"):
         return list(hc["hooks"])
     layers = hc.get("layers")
     if layers is None:
         layers = [adapter.n_layers // 2]
-    return [f"blocks.{int(i) % adapter.n_layers}.{hc['site']}" for i in layers]
+    if hc["site"] == PAIR_SITE:
+        return mlp_pair_hooks(layers, adapter.n_layers)
+    return [f"blocks.{i}.{hc['site']}" for i in check_layers(layers, adapter.n_layers)]

@@ -11,6 +11,9 @@ Each evaluation is a module of ``core.eval`` with its config (options under
 evaluation); several write ``run_dir/<name>/metrics.json`` each, then ``comparison.tsv``,
 ``comparison.md`` and ``figures/<eval>.<metric>.png`` side by side. A dictionary whose
 metrics.json already holds every requested evaluation is not evaluated again (resume).
+A transcoder is evaluated against its target store (``data.targets``, the MLP output it
+predicts) and spliced in place of that MLP's output; an SAE folder given with targets, or a
+transcoder without them, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.checkpoint import load_sae
 
     targets = dictionaries(run_dir, given)
+    check_kinds(targets, bool(data.get("targets")))
     single = len(targets) == 1
     all_metrics, headlines = {}, {}
     for label, folder in targets:
@@ -93,6 +97,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.eval.compare import write_comparison
 
     return {"metrics": all_metrics, "headline": headlines, "comparison": write_comparison(headlines, run_dir)}
+
+
+def check_kinds(targets: list[tuple[str, Path]], with_targets: bool) -> None:
+    """Before anything is written: an SAE is evaluated on one store, a transcoder (or a CLT)
+    against its target store (``data.targets``); a folder of the other kind is refused."""
+    from core.checkpoint import load_sae
+    from core.checkpoint.folder import check_kind
+
+    for _, folder in targets:
+        sae = load_sae(folder)
+        check_kind(sae, ("transcoder" if sae.kind == "sae" else sae.kind) if with_targets else "sae", folder)
 
 
 def evals_headline(cls: type, section: dict[str, Any]) -> dict[str, float | None]:

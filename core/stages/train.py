@@ -3,6 +3,11 @@
     sparsescope stage=train sae=topk data.root=DIR/activations/blocks.3.hook_resid_post \
         trainer.total_tokens=5_000_000 hydra.run.dir=DIR/train
 
+A transcoder is trained on a pair of stores harvested together (``harvest.site=mlp_pair``):
+``data.root=DIR/activations/blocks.3.hook_mlp_in data.targets=DIR/activations/blocks.3.hook_mlp_out``
+(``sae.skip_connection=true`` for a skip transcoder); a cross-layer transcoder on lists of
+both (``sae=clt data.root=[...] data.targets=[...]``).
+
 Reads ``cfg.sae`` (conf/sae/*.yaml), ``cfg.data`` (conf/data/store.yaml) and ``cfg.trainer``
 (conf/trainer/*.yaml: Lightning settings plus the schedule); writes ``run_dir/sae/``,
 ``run_dir/checkpoints/`` and ``run_dir/logs/``. Re-running the same command resumes.
@@ -10,6 +15,7 @@ Reads ``cfg.sae`` (conf/sae/*.yaml), ``cfg.data`` (conf/data/store.yaml) and ``c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +44,12 @@ def split_trainer(trainer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return schedule, lightning
 
 
-def dictionary_config(sae: dict[str, Any], d_in: int, n_inputs: int = 1) -> dict[str, Any]:
-    """Fill ``d_in`` from the store and ``d_sae`` from ``expansion_factor``."""
+def dictionary_config(sae: dict[str, Any], d_in: int, n_inputs: int = 1, d_out: int | None = None) -> dict[str, Any]:
+    """Fill ``d_in`` from the store and ``d_sae`` from ``expansion_factor``; with target stores
+    (``d_out`` given) the dictionary is a transcoder predicting them."""
     sae = dict(sae)
+    if d_out is not None:
+        sae.update(transcoder=True, d_out=int(sae.get("d_out") or d_out))
     expansion = sae.pop("expansion_factor", None)
     if sae.get("d_in") is None:
         sae["d_in"] = d_in
@@ -52,7 +61,8 @@ def dictionary_config(sae: dict[str, Any], d_in: int, n_inputs: int = 1) -> dict
     if sae.get("d_sae") is None:
         if not expansion:
             raise ConfigError("sae.d_sae is not set", fix="set sae.d_sae or sae.expansion_factor")
-        sae["d_sae"] = int(expansion) * int(sae["d_in"])
+        per_layer = int(sae.get("n_inputs") or 1) if str(sae.get("architecture", "")).startswith("clt_") else 1
+        sae["d_sae"] = int(expansion) * int(sae["d_in"]) * per_layer  # a CLT: expansion_factor per layer
     return sae
 
 
@@ -67,8 +77,23 @@ def datamodule_from(data: dict[str, Any], run_dir: Path):
                               fix="set data.root=<activation store directory>")
         root = found[0]
     kw = {k: data[k] for k in ("batch_size", "buffer_tokens", "holdout_fraction", "seed", "split_seed",
-                               "num_workers", "verify") if data.get(k) is not None}
+                               "num_workers", "verify", "targets") if data.get(k) is not None}
     return ActivationDataModule(root, **kw)
+
+
+def hook_metadata(dm) -> dict[str, Any]:
+    """``hook_name`` (and ``hook_name_out`` for a transcoder; lists and ``layers`` for several)."""
+    def names(stores):
+        hooks = [s.hook for s in stores]
+        return hooks[0] if len(hooks) == 1 else hooks
+
+    meta = {"hook_name": names(dm.stores), "model_name": dm.store.model, "store": str(dm.store.root)}
+    if dm.target_stores:
+        meta["hook_name_out"] = names(dm.target_stores)
+        if len(dm.stores) > 1:
+            meta["layers"] = [int(m.group(1)) if (m := re.match(r"blocks\.(\d+)\.", s.hook)) else None
+                              for s in dm.stores]
+    return meta
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -76,10 +101,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     run_dir = Path(run_dir)
     dm = datamodule_from(group(cfg, "data", "store"), run_dir)
-    sae = dictionary_config(group(cfg, "sae", "topk"), dm.d, dm.n_inputs)
+    d_out = dm.target_stores[0].d if dm.target_stores else None
+    sae = dictionary_config(group(cfg, "sae", "topk"), dm.d, dm.n_inputs, d_out)
     schedule, lightning = split_trainer(group(cfg, "trainer", "default"))
     total = int(schedule.pop("total_tokens", 0) or dm.n_train_tokens)
-    meta = {"hook_name": dm.store.hook, "model_name": dm.store.model, "store": str(dm.store.root)}
+    meta = hook_metadata(dm)
     _, summary = train_sae(sae, dm, run_dir, trainer_cfg=lightning, total_tokens=total,
                            seed=cfg.get("seed"), metadata=meta, **schedule)
     return {"train": summary, "sae": str(run_dir / "sae")}
