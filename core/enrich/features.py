@@ -171,7 +171,7 @@ class DictionaryFeatures(_StoreSource):
     sparse = True
 
     def __init__(self, sae: Any, stores: Any, *, chunk_tokens: int = 32768, batch_tokens: int = 4096,
-                 device: str | torch.device = "cpu", name: str = "sae", cache_nnz: int = 50_000_000) -> None:
+                 device: str | torch.device = "cpu", name: str = "sae", cache_nnz: int = 100_000_000) -> None:
         super().__init__(stores, chunk_tokens=chunk_tokens)
         self.cache_nnz = int(cache_nnz)
         self._cache: dict[int, sp.csr_matrix] = {}

@@ -61,13 +61,14 @@ def layer_hooks(layers: Sequence[int], n_layers: int, site: str = "hook_resid_po
 
 
 def harvest_layers(adapter: Any, records: Sequence[ProteinRecord], hooks: Sequence[str], out_dir: Path, *,
-                   batch_tokens: int) -> dict[str, Any]:
-    """Residue activations at ``hooks`` (sample ``i`` = ``records[i]``; specials dropped)."""
+                   batch_tokens: int, dtype: str = "float32") -> dict[str, Any]:
+    """Residue activations at ``hooks`` (sample ``i`` = ``records[i]``; specials dropped), stored
+    as ``dtype`` (readers always hand out float32)."""
     from core.harvest import harvest
 
     samples = [r.to_sample() for r in records]
     return harvest(adapter, samples, list(hooks), out_dir, batch_tokens=int(batch_tokens), positions="all",
-                   drop_special=True)
+                   drop_special=True, dtype=dtype)
 
 
 def split_and_harvest(records: Sequence[ProteinRecord], split_cfg: Any, model_cfg: Any, study: Any,
@@ -87,7 +88,8 @@ def split_and_harvest(records: Sequence[ProteinRecord], split_cfg: Any, model_cf
     hooks = layer_hooks(list(study.layers), adapter.n_layers)
     with timer("harvest"):
         stores = harvest_layers(adapter, records, hooks, Path(run_dir) / "activations",
-                                batch_tokens=int(study.harvest_batch_tokens))
+                                batch_tokens=int(study.harvest_batch_tokens),
+                                dtype=str(study.get("harvest_dtype") or "float32"))
     return table, splits, hooks, stores
 
 
