@@ -8,9 +8,10 @@ already gives:
 
 - windows: ``[o, o + w)`` residues counted from the sample's start or from its end, for
   widths ``w`` (default 1, 2, 4, ..., 32) at offsets spaced ``max(1, w // 2)``; indicators;
-- classifiers (optional, per concept): a gradient-boosted classifier of (distance from the
-  start, distance from the end) fitted on the training split's tokens, whose predicted
-  probability is the feature, the strongest position-only predictor of that concept.
+- classifiers (optional, per concept): the concept's frequency among the training split's
+  tokens at the same (distance from the start, distance from the end), shrunk towards the
+  frequencies at the same distance from either end where few training tokens share the pair:
+  the plug-in estimate of the best position-only predictor of that concept.
 
 Positions are the store's ``position`` column; a sample's end is its largest position.
 """
@@ -51,49 +52,51 @@ class PositionFeatures:
 
     def __init__(self, tokens: pd.DataFrame, *, widths: Sequence[int] = WIDTHS, max_distance: int | None = None,
                  classifiers: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 chunk_tokens: int = 65536, name: str = "position", seed: int = 0) -> None:
+                 chunk_tokens: int = 65536, name: str = "position") -> None:
         self.sample = tokens["sample"].to_numpy(np.int64)
         self.position = tokens["position"].to_numpy(np.int64)
-        self.name, self.chunk_tokens, self.seed = name, int(chunk_tokens), int(seed)
+        self.name, self.chunk_tokens = name, int(chunk_tokens)
         d_start, d_end = distances(self.sample, self.position)
         self.widths = tuple(int(w) for w in widths)
         top = int(max_distance if max_distance is not None else max(int(d_start.max(initial=0)), 1))
         self.windows = [(anchor, w, o) for anchor in ("start", "end") for w in self.widths
                         for o in range(0, top + 1, max(1, w // 2))]
         self.n_windows = len(self.windows)
-        self.classifiers = self._fit(classifiers or {}, d_start, d_end)
-        self.n_features = self.n_windows + len(self.classifiers)
-        # a classifier sees only (d_start, d_end), and far fewer pairs occur than tokens: predict
-        # each distinct pair once
         self._keys = np.unique(_key(d_start, d_end))
-        self._table = self._predict_pairs(self._keys)
+        self.classifiers, self._table = self._fit(classifiers or {}, d_start, d_end)
+        self.n_features = self.n_windows + len(self.classifiers)
 
-    def _fit(self, targets: dict[str, tuple[np.ndarray, np.ndarray]], d_start: np.ndarray,
-             d_end: np.ndarray) -> list[tuple[str, Any]]:
-        """``targets``: concept -> (training rows, 0/1 label per training row)."""
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        fitted = []
+    def _fit(self, targets: dict[str, tuple[np.ndarray, np.ndarray]], d_start: np.ndarray, d_end: np.ndarray,
+             prior: float = 5.0) -> tuple[list[str], np.ndarray]:
+        """``targets``: concept -> (training rows, 0/1 label per training row). Returns the
+        concepts kept and ``[n_keys, n_concepts]`` probabilities for every (d_start, d_end) that
+        occurs: ``(k + prior * p_back) / (n + prior)`` with ``k`` of ``n`` training tokens at the
+        pair in the concept and ``p_back`` the mean of the frequencies at the same d_start and
+        at the same d_end (the overall frequency where those are unseen too)."""
+        keys = pd.DataFrame({"ds": self._keys >> 32, "de": self._keys & 0xFFFFFFFF})
+        names, columns = [], []
         for concept, (rows, y) in targets.items():
-            y = np.asarray(y, dtype=bool)
-            if y.all() or not y.any():
+            y = np.asarray(y, dtype=np.float64)
+            if not len(y) or y.min() == y.max():
                 log.info("positional control: %s has one class in the training split; no classifier", concept)
                 continue
-            X = np.stack([d_start[rows], d_end[rows]], axis=1)
-            clf = HistGradientBoostingClassifier(max_iter=100, random_state=self.seed).fit(X, y)
-            fitted.append((concept, clf))
-        return fitted
-
-    def _predict_pairs(self, keys: np.ndarray) -> np.ndarray:
-        """[n_keys, n_classifiers] predicted probabilities of each distinct (d_start, d_end)."""
-        if not self.classifiers:
-            return np.zeros((len(keys), 0), np.float32)
-        Z = np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1)
-        return np.stack([clf.predict_proba(Z)[:, 1] for _, clf in self.classifiers], axis=1).astype(np.float32)
+            train = pd.DataFrame({"ds": d_start[rows], "de": d_end[rows], "y": y})
+            rate = float(y.mean())
+            by_s = keys["ds"].map(train.groupby("ds")["y"].mean()).fillna(rate)
+            by_e = keys["de"].map(train.groupby("de")["y"].mean()).fillna(rate)
+            pair = train.groupby(["ds", "de"])["y"].agg(["sum", "count"])
+            idx = pd.MultiIndex.from_frame(keys[["ds", "de"]])
+            k = pair["sum"].reindex(idx).fillna(0).to_numpy()
+            n = pair["count"].reindex(idx).fillna(0).to_numpy()
+            back = 0.5 * (by_s.to_numpy() + by_e.to_numpy())
+            names.append(concept)
+            columns.append((k + prior * back) / (n + prior))
+        table = np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(self._keys), 0), np.float32)
+        return names, table
 
     def feature_names(self) -> list[str]:
         names = [f"{a}[{o},{o + w})" for a, w, o in self.windows]
-        return names + [f"clf:{c}" for c, _ in self.classifiers]
+        return names + [f"clf:{c}" for c in self.classifiers]
 
     @property
     def n_tokens(self) -> int:
@@ -136,7 +139,7 @@ class PositionFeatures:
 
 
 def classifier_targets(concepts: Any, train_rows: np.ndarray, names: Sequence[str], *,
-                       max_rows: int = 200_000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                       max_rows: int = 2_000_000, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Training rows (at most ``max_rows``, drawn at random) and their 0/1 labels for each concept
     in ``names``, from a concept matrix."""
     rng = np.random.default_rng(seed)
