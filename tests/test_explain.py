@@ -6,6 +6,7 @@ and answers garbage."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -232,6 +233,45 @@ def test_detection_metrics_are_computed_exactly_from_scripted_answers(tmp_path):
     assert res.n_items == res.n_scored == 100 and res.n_failed == 0
     assert res.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, pred))
     assert res.auroc == pytest.approx(roc_auc_score(y, s))
+
+
+def test_fuzzing_marks_the_true_tokens_and_scores_exactly_from_scripted_answers(tmp_path):
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from core.explain.clients import HTTPChat
+    from core.explain.scorers import FuzzScorer
+    from core.explain.text import MARK_OPEN, TokenText, render
+
+    src, X, _ = planted_source()
+    es, _, _ = _sample(tmp_path, src, X.shape[1])
+    rec = es.record(4)
+    text = TokenText([f"w{i} " for i in range(500)])
+    items = FuzzScorer(HTTPChat("http://unused", "m"), text).items(rec)
+    n = len(rec.test)
+    assert sorted(y for _, y in items) == [0] * n + [1] * n
+    truly = {render(text.tokens(w.tokens), w.active) for w in rec.test}
+    assert {ex for ex, y in items if y == 1} == truly  # positives: exactly the active tokens marked
+
+    def n_marked(ex):
+        return sum(len(re.findall(r"w\d+", run)) for run in re.findall(f"{MARK_OPEN}(.*?)>>", ex))
+
+    negatives = [ex for ex, y in items if y == 0]
+    assert sorted(map(n_marked, negatives)) == sorted(max(1, int(w.active.sum())) for w in rec.test)
+    rng = np.random.default_rng(1)
+    said = {ex: (rng.random() < 0.7) == bool(y) for ex, y in items}  # a judge right 70% of the time
+    margin = {ex: float(rng.normal(0.8 if y else -0.8)) for ex, y in items}
+
+    def answer(body, _):
+        ex = _excerpt(body)
+        return 200, chat("Yes" if said[ex] else "No", {"Yes": 0.0, "No": -margin[ex]}), 0
+
+    with FakeEndpoint(answer) as ep:
+        res = FuzzScorer(HTTPChat(ep.url, "served", retries=0), text).score(rec, "an explanation")
+        assert all("marked tokens" in b["messages"][-1]["content"] for b in ep.requests)
+    y = np.array([lab for _, lab in items])
+    assert res.scorer == "fuzzing" and res.n_scored == res.n_items == 2 * n and res.n_failed == 0
+    assert res.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, [int(said[ex]) for ex, _ in items]))
+    assert res.auroc == pytest.approx(roc_auc_score(y, [margin[ex] for ex, _ in items]))
 
 
 def test_endpoint_timeouts_retries_and_garbage_keep_what_could_be_scored(tmp_path):
