@@ -124,6 +124,14 @@ def test_killed_job_resumes_to_the_same_tables(toy, annotated, tmp_path, monkeyp
         assert (tmp_path / "annotations" / name).read_text() == (ref / name).read_text()
 
 
+def test_bad_records_are_skipped_and_counted_when_asked(toy, tmp_path):
+    root, run, _, samples, _ = toy
+    mixed = root / "mixed.fasta"
+    mixed.write_text(f">{samples[0].id}\n{samples[0].text}\n>d1\nMK1V\n>{samples[1].id}\n{samples[1].text}\n")
+    res = _annotate(run, mixed, tmp_path, on_error="skip", regions=False)["annotate"]
+    assert res["n_sequences"] == 2 and res["skipped"]["reader"] == {"bad_characters": 1}
+
+
 def test_other_inputs_in_the_same_folder_are_refused(toy, tmp_path):
     root, run, fasta, samples, _ = toy
     _annotate(run, fasta, tmp_path, regions=False)
@@ -145,6 +153,10 @@ def test_bad_inputs_stop_before_anything_is_written(toy, tmp_path):
     bad.write_text(f">{samples[0].id}\n{samples[0].text}\n>odd\nMKVLBAAC\n")
     with pytest.raises(DataError, match=r"bad\.fasta.*record odd.*'B'"):
         _annotate(run, bad, out)
+    digits = root / "digits.fasta"
+    digits.write_text(f">{samples[0].id}\n{samples[0].text}\n>d1\nMK1V\n")
+    with pytest.raises(DataError, match=r"digits\.fasta:3.*record d1"):
+        _annotate(run, digits, out)
     wide = root / "wide.yaml"
     model = OmegaConf.load(run / ".hydra" / "config.yaml").model
     model.extra = 11

@@ -98,27 +98,45 @@ class AnnotationJob:
                           for p in parts], ignore_index=True) if parts else pd.DataFrame()
 
 
-def _merge_parquet(parts: list[Path], out: Path) -> Path:
+def _schema(parts: list[Path]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+    return pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+
+
+def _merge_parquet(parts: list[Path], out: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    schema = _schema(parts)
     with atomic_path(out) as tmp:
         with pq.ParquetWriter(tmp, schema) as writer:
             for p in parts:
-                writer.write_table(pq.read_table(p).cast(schema) if pq.read_schema(p) != schema
-                                   else pq.read_table(p))
+                writer.write_table(pq.read_table(p).cast(schema))
     return out
 
 
 def _merge_tsv_from_parquet(parts: list[Path], out: Path) -> Path:
+    """The residue table as TSV (tens of millions of rows): Arrow's CSV writer, unquoted; a part
+    whose strings hold a tab, quote or newline goes through pandas, which quotes them."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    columns = pq.read_schema(parts[0]).names
-    with atomic_path(out) as tmp, open(tmp, "w") as fh:
-        for i, p in enumerate(parts):
-            frame = pd.read_parquet(p).reindex(columns=columns)
-            frame.to_csv(fh, sep="\t", index=False, header=i == 0, float_format="%.6g")
+    schema = _schema(parts)
+    options = pacsv.WriteOptions(delimiter="\t", quoting_style="none", include_header=False)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        fh.write(("\t".join(schema.names) + "\n").encode())
+        for p in parts:
+            table = pq.read_table(p).cast(schema)
+            buf = io.BytesIO()
+            try:
+                pacsv.write_csv(table, buf, write_options=options)
+            except pa.ArrowInvalid:
+                buf = io.BytesIO(table.to_pandas().to_csv(sep="\t", index=False, header=False).encode())
+            fh.write(buf.getvalue())
     return out
 
 

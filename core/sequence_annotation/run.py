@@ -23,7 +23,7 @@ from core.samples import Sample
 from core.sequence_annotation.encode import encode_samples
 from core.sequence_annotation.html import index_page, sequence_page
 from core.sequence_annotation.job import AnnotationJob, fingerprint
-from core.sequence_annotation.summary import annotate_batch, region_track
+from core.sequence_annotation.summary import FeatureLabels, annotate_batch, region_track
 from core.sequence_annotation.trained_run import RunDictionary
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def annotate(samples: list[Sample], adapter: Any, dictionaries: Sequence[RunDict
         return job.manifest
     job.start(info)
     encoders = {d.name: (d.hook, d.sae.to(options["device"])) for d in dictionaries}
-    labels = {d.name: d.feature_labels() for d in dictionaries}
+    labels = {d.name: FeatureLabels.from_table(d.feature_labels(), d.d_sae) for d in dictionaries}
     text_of = token_text(adapter)
     tok_col = str(options["token_column"])
     bar = tqdm(total=len(samples), unit="seq", desc="annotate", disable=not progress)

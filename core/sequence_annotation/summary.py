@@ -11,6 +11,7 @@ Positions in the tables are 1-based, spans inclusive.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +54,27 @@ def region_share(regions: np.ndarray | None, positions: np.ndarray) -> str:
     """``"CDR3 83%, FR4 17%"``: the regions of the given positions, most frequent first."""
     if regions is None or not len(positions):
         return ""
-    labels = pd.Series([r for r in regions[positions] if r is not None], dtype=object)
-    if labels.empty:
-        return ""
-    share = labels.value_counts(normalize=True)
-    return ", ".join(f"{name} {round(100 * v)}%" for name, v in share.items())
+    counts = Counter(r for r in regions[positions] if r is not None)
+    total = sum(counts.values())
+    return ", ".join(f"{name} {round(100 * n / total)}%" for name, n in counts.most_common())
+
+
+@dataclass
+class FeatureLabels:
+    """A dictionary's feature table as arrays indexed by feature (lookups per sequence stay cheap)."""
+
+    scale: np.ndarray
+    concept: list[str]
+    f1: np.ndarray
+    explanation: list[str]
+    explanation_score: np.ndarray
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, n_features: int) -> FeatureLabels:
+        t = table.reindex(range(n_features))
+        return cls(t["max_activation"].to_numpy(float), t["best_concept"].fillna("").astype(str).tolist(),
+                   t["f1_test"].to_numpy(float), t["explanation"].fillna("").astype(str).tolist(),
+                   t["explanation_score"].to_numpy(float))
 
 
 @dataclass
@@ -70,45 +87,55 @@ class SequenceAnnotation:
     tracks: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
-def annotate_batch(samples: Sequence[Sample], feats: TokenFeatures, labels: dict[str, pd.DataFrame],
+def annotate_batch(samples: Sequence[Sample], feats: TokenFeatures, labels: dict[str, FeatureLabels],
                    token_text: Any, regions: Sequence[dict | None] | None, *, top_features: int = 10,
                    span_threshold: float = 0.0, token_column: str = "token",
                    tracks_per_sequence: int = 10) -> SequenceAnnotation:
-    """Tables for ``samples`` (``feats`` indexes them); ``labels[name]`` is a dictionary's
-    feature table (``max_activation``, ``best_concept``, ``f1_test``, ``explanation``...)."""
+    """Tables for ``samples`` (``feats`` indexes them) with each dictionary's ``labels``."""
     out = SequenceAnnotation()
     rows_of = feats.rows_of()
+    n = len(feats.sample)
+    sid = np.empty(n, dtype=object)
+    text = np.empty(n, dtype=object)
+    tracks: dict[int, dict[str, np.ndarray]] = {}
+    columns: dict[str, np.ndarray] = {}
     for i, sample in enumerate(samples):
         rows = rows_of.get(i, slice(0, 0))
         pos = feats.position[rows]
-        length = int(pos.max()) + 1 if len(pos) else len(sample.text)
-        track = region_track(regions[i] if regions else None, max(length, len(sample.text)))
-        text = np.asarray(token_text(feats.token[rows], pos, sample), dtype=object)
+        sid[rows] = sample.id
+        text[rows] = token_text(feats.token[rows], pos, sample)
+        tracks[i] = region_track(regions[i] if regions else None, max(int(pos.max()) + 1 if len(pos) else 0,
+                                                                       len(sample.text)))
+        for key, arr in tracks[i].items():
+            columns.setdefault(key, np.full(n, None, dtype=object))[rows] = arr[pos]
+    for name, X in feats.X.items():
+        coo = X.tocoo()
+        frame = pd.DataFrame({"sequence_id": sid[coo.row], "position": feats.position[coo.row] + 1,
+                              token_column: text[coo.row], "dictionary": name,
+                              "feature": coo.col.astype(np.int64), "activation": coo.data.astype(np.float32)})
+        for key, arr in columns.items():
+            frame[key] = arr[coo.row]
+        out.residues.append(frame)
+    for i, sample in enumerate(samples):
+        rows = rows_of.get(i, slice(0, 0))
         candidates = []
         for name, X in feats.X.items():
             coo = X[rows].tocoo()
-            if not coo.nnz:
-                continue
-            frame = pd.DataFrame({"sequence_id": sample.id, "position": pos[coo.row] + 1,
-                                  token_column: text[coo.row], "dictionary": name,
-                                  "feature": coo.col.astype(np.int64), "activation": coo.data.astype(np.float32)})
-            for key, arr in track.items():
-                frame[key] = arr[pos[coo.row]]
-            out.residues.append(frame)
-            candidates += _rank(sample, name, coo, pos, text, labels[name], track, top_features, span_threshold,
-                                token_column, out)
+            if coo.nnz:
+                candidates += _rank(sample, name, coo, feats.position[rows], text[rows], labels[name], tracks[i],
+                                    top_features, span_threshold, token_column, out)
         candidates.sort(key=lambda c: -c["score"])
         out.tracks[i] = candidates[:tracks_per_sequence]
     return out
 
 
-def _rank(sample: Sample, name: str, coo, pos: np.ndarray, text: np.ndarray, table: pd.DataFrame,
+def _rank(sample: Sample, name: str, coo, pos: np.ndarray, text: np.ndarray, lab: FeatureLabels,
           track: dict[str, np.ndarray], top: int, span_threshold: float, token_column: str,
           out: SequenceAnnotation) -> list[dict[str, Any]]:
     feats, inv = np.unique(coo.col, return_inverse=True)
     peak = np.zeros(len(feats), np.float32)
     np.maximum.at(peak, inv, coo.data)
-    scale = table["max_activation"].reindex(feats).to_numpy(float) if len(table) else np.full(len(feats), np.nan)
+    scale = lab.scale[feats]
     rel = np.where(scale > 0, peak / np.where(scale > 0, scale, 1), np.nan)
     score = np.where(np.isnan(rel), peak, rel)
     regions = track.get("region")
@@ -120,7 +147,6 @@ def _rank(sample: Sample, name: str, coo, pos: np.ndarray, text: np.ndarray, tab
         cut = span_threshold * scale[k] if scale[k] == scale[k] else 0.0
         firing = np.sort(pos[rows[vals > cut]])
         spans = runs(firing)
-        lab = table.loc[f] if f in table.index else None
         at = int(rows[np.argmax(vals)])
         info = {"sequence_id": sample.id, "length": len(sample.text), "dictionary": name, "rank": rank,
                 "feature": f, "max_activation": float(peak[k]),
@@ -128,10 +154,8 @@ def _rank(sample: Sample, name: str, coo, pos: np.ndarray, text: np.ndarray, tab
                 "peak_position": int(pos[at]) + 1, f"peak_{token_column}": str(text[at]),
                 "n_firing": int(len(firing)), "spans": ";".join(f"{a + 1}-{b + 1}" for a, b in spans),
                 "regions": region_share(regions, firing),
-                "best_concept": "" if lab is None else str(lab.get("best_concept", "")),
-                "f1_test": None if lab is None else _num(lab.get("f1_test")),
-                "explanation": "" if lab is None else str(lab.get("explanation", "")),
-                "explanation_score": None if lab is None else _num(lab.get("explanation_score"))}
+                "best_concept": lab.concept[f], "f1_test": _num(lab.f1[f]), "explanation": lab.explanation[f],
+                "explanation_score": _num(lab.explanation_score[f])}
         out.features.append(info)
         for a, b in spans:
             span = {"sequence_id": sample.id, "dictionary": name, "feature": f, "start": a + 1, "end": b + 1,

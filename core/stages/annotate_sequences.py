@@ -24,7 +24,7 @@ from core.errors import ConfigError, DataError
 
 DEFAULTS: dict[str, Any] = {
     "run": None, "fasta": None, "saes": None, "model": None, "reader": None, "regions": None,
-    "token_column": None, "out_dir": "annotations", "batch_sequences": 256, "batch_tokens": 8192,
+    "token_column": None, "on_error": None, "out_dir": "annotations", "batch_sequences": 256, "batch_tokens": 8192,
     "top_features": 10, "span_threshold": 0.0, "html_max": 1000, "html_tracks": 10, "tsv": True, "device": "cpu",
 }
 CONF_DOMAIN = Path(__file__).resolve().parents[2] / "conf" / "domain"
@@ -84,7 +84,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     path = Path(str(opts["fasta"])).expanduser()
     if not path.exists():
         raise DataError("input file does not exist", path=str(path), fix="set annotate.fasta to your sequence file")
-    got = instantiate(wiring["reader"], _partial_=True)(str(path))
+    policy = {"on_error": str(opts["on_error"])} if opts["on_error"] else {}
+    got = instantiate(wiring["reader"], _partial_=True)(str(path), **policy)
     samples, skipped = got if isinstance(got, tuple) else (list(got), {})
     if not samples:
         raise DataError("no sequences in the input file" + (f" (all skipped: {skipped})" if skipped else ""),

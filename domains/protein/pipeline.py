@@ -185,3 +185,17 @@ def count_f1(summary: dict, basis: str, cutoff: float = 0.5, exclude_groups: Seq
     f1 = concept_f1(summary, basis)
     groups = concept_groups or {}
     return sum(1 for c, v in f1.items() if v > cutoff and groups.get(c, "") not in exclude_groups)
+
+
+def write_atlas(run_dir: Path, options: Any) -> dict[str, Any] | None:
+    """The feature atlas of every dictionary of the run (``run_dir/atlas/index.html``) with the
+    case study's ``atlas`` options; None when they are null. An atlas already built is kept, so
+    a resumed case study does not rebuild it."""
+    if options is None:
+        return None
+    done = run_dir / "atlas" / "atlas.json"
+    if done.exists():
+        return read_json(done)
+    from core.atlas import build_atlas
+
+    return build_atlas(run_dir, run_dir / "atlas", **OmegaConf.to_container(OmegaConf.create(options), resolve=True))

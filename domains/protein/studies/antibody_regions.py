@@ -6,7 +6,8 @@ every residue gets its IMGT region from ANARCII, and the enrichment engine finds
 and per region, the SAE latent (and, as the baseline, the single neuron) whose firing best
 matches the region: selected on the validation split, scored on the test split. Splits are
 homology-aware (MMseqs2 clusters of near-identical chains, both chains of an antibody kept
-together). Writes ``results.json`` (via the CLI) and ``report.html``.
+together). Writes ``results.json`` (via the CLI), ``report.html`` and the feature atlas
+(``atlas/index.html``, one page per live latent of every layer).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from domains.protein.pipeline import (
     split_and_harvest,
     store_tokens,
     train_layer,
+    write_atlas,
 )
 from domains.protein.records import ProteinRecord
 
@@ -198,6 +200,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         from domains.protein.studies.antibody_report import write_report
 
         write_report(run_dir, cs, records, nums, splits, stores, saes, per_layer, hooks)
+    with timer("atlas"):
+        atlas = write_atlas(run_dir, cs.get("atlas"))
     results = {
         "case_study": "antibody_regions",
         "model": str(cfg.model.get("name", "antiberty")),
@@ -210,6 +214,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "best_layer_per_region": _best_layers(per_layer),
         "seconds": timer.seconds,
         "report": str(run_dir / "report.html"),
+        "atlas": atlas,
     }
     return results
 
