@@ -4,6 +4,7 @@ feature 0 fires on the residues of every KDEL motif and nowhere else."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -202,3 +203,44 @@ def test_sub_command_runs_and_bad_input_exits_2_with_one_message(toy, tmp_path, 
     assert code == 2 and "Traceback" not in err
     assert err.startswith("sparsescope: error: ") and "empty2.fasta" in err and "no sequences" in err
     assert not (tmp_path / "bad" / "results.json").exists() and not (tmp_path / "bad" / "annotations").exists()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file a job left, except Hydra's own record of the latest command (``.hydra/``, logs)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+
+
+def test_four_bad_inputs_exit_2_naming_the_file_and_overwrite_nothing(toy, tmp_path, monkeypatch, capsys):
+    root, run, fasta, samples, _ = toy
+    out = tmp_path / "done"
+    ok = ["annotate", f"annotate.run={run}", f"hydra.run.dir={out}", "annotate.regions=false"]
+    code, err = _cli(monkeypatch, capsys, *ok, f"annotate.fasta={fasta}")
+    assert code == 0, err[-2000:]
+    before = _files(out)
+    assert "results.json" in before and "annotations/residues.parquet" in before
+    no_sae = root / "run_without_sae"
+    (no_sae / ".hydra").mkdir(parents=True, exist_ok=True)
+    (no_sae / "results.json").write_text("{}")
+    odd = root / "unencodable.fasta"
+    odd.write_text(f">{samples[0].id}\n{samples[0].text}\n>odd\nMKVLBAAC\n")
+    wide = root / "wider_model.yaml"
+    model = OmegaConf.load(run / ".hydra" / "config.yaml").model
+    model.extra = 11
+    OmegaConf.save(model, wide)
+    empty = root / "nothing.fasta"
+    empty.write_text("")
+    cases = {
+        "no SAE": ([f"annotate.fasta={fasta}", f"annotate.run={no_sae}"], str(no_sae), "no dictionary"),
+        "unencodable": ([f"annotate.fasta={odd}"], "unencodable.fasta", "record odd"),
+        "width": ([f"annotate.fasta={fasta}", f"annotate.model={wide}"], str(run / "sae" / "cfg.json"),
+                  "d_in=24.*d_model=32"),
+        "empty": ([f"annotate.fasta={empty}"], "nothing.fasta", "no sequences"),
+    }
+    for name, (args, where, what) in cases.items():
+        base = [a for a in ok if not (a.startswith("annotate.run=") and any("annotate.run=" in x for x in args))]
+        code, err = _cli(monkeypatch, capsys, *base, *args)
+        assert code == 2, (name, err[-2000:])
+        assert "Traceback" not in err and err.startswith("sparsescope: error: "), name
+        assert where in err and re.search(what, err) and "\n  fix: " in err, (name, err)
+        assert _files(out) == before, f"{name}: a file of the earlier job changed"

@@ -78,6 +78,18 @@ def test_atlas_refuses_a_run_without_enrichment_or_an_unsafe_folder(tmp_path):
         atlas.run(OmegaConf.create({"atlas": {"topn": 3}}), tmp_path)
 
 
+def test_atlas_inside_a_run_keeps_the_runs_results(site):
+    from core.stages import atlas
+
+    run, _, _ = site
+    record = run / "results.json"
+    record.write_text(json.dumps({"run": {"name": "case_study=antibody_regions"}}))
+    with pytest.raises(ConfigError, match=r"record of case_study=antibody_regions.*\n.*atlas\.run="):
+        atlas.run(OmegaConf.create({"atlas": {"top_n": 2}}), run)
+    assert json.loads(record.read_text())["run"]["name"] == "case_study=antibody_regions"
+    assert not (run / "atlas").exists()
+
+
 def _screenshot(page: Path, png: Path) -> None:
     subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1200,1400", f"--screenshot={png}", page.resolve().as_uri()],
