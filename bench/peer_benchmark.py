@@ -26,7 +26,6 @@ for every library so that FVU after a short run compares like with like.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import resource
@@ -34,7 +33,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -70,27 +68,6 @@ def _rss_mb() -> float:
 
 # ---------------------------------------------------------------- data
 
-def stdlib_paragraphs(limit: int) -> list[str]:
-    """Real English prose available offline: module and function docstrings of the stdlib."""
-    out: list[str] = []
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    paths = sorted(p for p in lib.rglob("*.py")
-                   if not {"site-packages", "test", "tests", "idle_test"} & set(p.relative_to(lib).parts))
-    for path in paths:
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) > 200:
-                    out.append(" ".join(doc.split())[:1200])
-                    if len(out) >= limit:
-                        return out
-    return out
-
-
 def prepare(cache: Path, n_tokens: int) -> Path:
     """Harvest (once) and return a safetensors file of activations [n, 576], shuffled.
 
@@ -107,6 +84,7 @@ def prepare(cache: Path, n_tokens: int) -> Path:
     from core.harvest import harvest
     from core.samples import Sample
     from core.store import ActivationStore
+    from domains.text.corpus import stdlib_paragraphs
 
     texts = stdlib_paragraphs(20000)
     adapter = load_adapter(ROOT / "conf" / "model" / "smollm2.yaml")

@@ -296,6 +296,16 @@ def test_holdout_disjoint_and_deterministic(tmp_path):
     assert torch.equal(torch.cat(list(again.val_dataloader())), val)  # split ignores the shuffle seed
 
 
+def test_sequential_batches_are_never_empty(tmp_path):
+    """Held-out rows fewer per shard than a batch: the sequential stream carries them over, and
+    never yields an empty batch (which would make every mean metric NaN)."""
+    samples = fake_samples(120, seed=3)
+    write_store(tmp_path, samples, shard_tokens=16)
+    dm = ActivationDataModule(tmp_path, batch_size=64, holdout_fraction=0.25, seed=1)
+    sizes = [b.shape[0] for b in dm.val_dataloader()]
+    assert sizes and min(sizes) > 0 and sum(sizes) == dm.n_val_tokens
+
+
 def test_stacked_stores_give_batch_n_inputs_d(tmp_path):
     samples = fake_samples(30)
     write_store(tmp_path / "a", samples)

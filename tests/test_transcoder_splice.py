@@ -179,3 +179,32 @@ def test_paired_harvest_lines_up_and_mismatched_pairs_are_refused(llama, tmp_pat
     assert "harvest.site=mlp_pair" in str(err.value)
     with pytest.raises(ConfigError, match="has layer 7, but the model has 3 layers"):
         mlp_pair_hooks([1, 7], llama.n_layers)
+
+
+@pytest.mark.slow
+def test_antiberty_paired_harvest_and_masked_splice(tmp_path):
+    """AntiBERTy (the real weights): paired harvest of one block's MLP, a PLT trained on it, and the
+    masked pseudo-log-likelihood splice: with the error term equal to clean, better than ablating."""
+    from pathlib import Path
+
+    from test_real_models import _abnativ_vh
+
+    from core.harvest import harvest, mlp_pair_hooks
+    from core.store import ActivationDataModule
+    from core.training import train_sae
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "model" / "antiberty.yaml"
+    adapter = load_adapter(conf)
+    hooks = mlp_pair_hooks([3], adapter.n_layers)
+    seqs = _abnativ_vh(96)
+    stores = harvest(adapter, seqs[:80], hooks, tmp_path / "acts", progress=False)
+    src, dst = (stores[h] for h in hooks)
+    assert src.meta["pair"]["target"] == hooks[1] and src.n_tokens == dst.n_tokens > 5000
+    dm = ActivationDataModule(src.root, targets=dst.root, batch_size=512, holdout_fraction=0.1)
+    tc, _ = train_sae({"architecture": "topk", "d_in": 512, "d_sae": 2048, "k": 32, "transcoder": True}, dm,
+                      tmp_path / "train", total_tokens=4 * src.n_tokens,
+                      trainer_cfg={"enable_progress_bar": False, "logger": "none", "accelerator": "cpu", "devices": 1})
+    out = transcoder_spliced_metrics(adapter, [(tc, [tuple(hooks)])], seqs[80:], mask_fraction=0.15)
+    assert out["objective"] == "mlm"
+    assert out["ce_spliced_with_error"] == pytest.approx(out["ce_clean"], abs=1e-4)
+    assert out["ce_clean"] < out["ce_spliced"] < min(out["ce_zero_ablation"], out["ce_mean_ablation"])

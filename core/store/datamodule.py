@@ -219,7 +219,8 @@ class StoreStream(IterableDataset):
             if carry is not None:
                 x = torch.cat([carry, x])
             full = (x.shape[0] // self.batch_size) * self.batch_size
-            yield from x[:full].split(self.batch_size)
+            if full:  # splitting an empty tensor would yield one empty batch
+                yield from x[:full].split(self.batch_size)
             carry = x[full:]
         if carry is not None and carry.shape[0]:
             yield carry

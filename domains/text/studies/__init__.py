@@ -1,0 +1,1 @@
+"""Case studies on general text (``transcoders``)."""
