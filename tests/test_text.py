@@ -56,6 +56,47 @@ def test_docstring_corpus_is_real_prose_and_fixed():
     assert sum(t.count(" the ") for t in texts) > 50
 
 
+def test_case_study_layer_range_is_checked():
+    from core.errors import ConfigError
+    from domains.text.studies.transcoders import check_layers
+
+    assert check_layers({"layers": [3, 4, 5]}, 30) == [3, 4, 5]
+    with pytest.raises(ConfigError, match="has layer 40, but the model has 30 layers"):
+        check_layers({"layers": [3, 40]}, 30)
+    with pytest.raises(ConfigError, match="at least two distinct increasing"):
+        check_layers({"layers": [4, 3]}, 30)
+
+
+@pytest.mark.slow
+def test_transcoders_runner_on_a_tiny_model(tmp_path):
+    """The whole runner on a random 3-layer Llama (char tokenizer), about a minute of CPU: every
+    (layer, kind) entry, the CLT's replacement model with its error term equal to clean, the report."""
+    import json
+
+    from test_adapters import _tiny_causal
+    from test_cli import sparsescope
+
+    model = _tiny_causal("llama", tmp_path / "llama")
+    run = tmp_path / "run"
+    args = ["case_study=transcoders", "model=causal_lm", f"model.name_or_path={model}", "model.device=cpu",
+            f"hydra.run.dir={run}", "case_study.layers=[0,1]", "case_study.n_train_samples=16",
+            "case_study.max_chars=100", "case_study.dictionary.d_sae=32", "case_study.dictionary.k=4",
+            "case_study.dictionary.aux_k=8", "case_study.training.total_tokens=1024",
+            "case_study.training.batch_size=256", "case_study.training.buffer_tokens=512",
+            "case_study.splice.n_samples=3", "case_study.splice.max_chars=100", "case_study.harvest.shard_tokens=512"]
+    out = sparsescope(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((run / "results.json").read_text())
+    rows = res["transcoders"]
+    assert {(r["layer"], r["kind"]) for r in rows} == {(lay, k) for lay in (0, 1) for k in ("sae", "plt", "skip", "clt")}
+    for r in rows:
+        assert r["l0"] <= 4 + 1e-6 and 0 <= r["dead_frac"] <= 1 and r["fvu"] > 0 and r["kl"] >= 0
+    check = [r for r in res["transcoders_all_layers"] if "with error" in r["kind"]][0]
+    assert check["ce_spliced"] == pytest.approx(res["clean_ce"], abs=1e-5) and check["kl"] < 1e-6
+    assert "ce_recovered_vs_l0" in (run / "report.html").read_text()
+    assert len(list((run / "dictionaries").glob("*/cfg.json"))) == 7  # 2 x (sae, plt, skip) + the CLT
+
+
 @pytest.mark.slow
 def test_transcoders_case_study_end_to_end(tmp_path):
     """The case study at reduced size on the real SmolLM2: every (layer, kind) entry, the report."""
