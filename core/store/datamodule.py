@@ -140,7 +140,7 @@ class StoreStream(IterableDataset):
         if not self.target_stores:
             return x
         y, _, _ = self._read_group(self.target_stores, index, first, keep)
-        return torch.cat([x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)], dim=1)
+        return torch.cat([x.flatten(1), y.flatten(1)], dim=1)  # flatten: a shard may hold no rows of this split
 
     def unpack(self, rows: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if not self.target_stores:
