@@ -1,6 +1,6 @@
 """What every dictionary folder format shares: its ``cfg.json`` reads with a clear error, and a
 folder of the wrong kind (a transcoder where an SAE is
-expected, or the reverse) is refused with one message naming the folder and the fix."""
+expected, a crosscoder where one hook's SAE is, or the reverse) is refused with one message naming the folder and the fix."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from core.errors import ConfigError, DataError
 from core.io import read_json
 
 CFG = "cfg.json"
-KINDS = ("sae", "transcoder", "clt")
-_LABEL = {"sae": "an SAE", "transcoder": "a transcoder", "clt": "a cross-layer transcoder"}
+KINDS = ("sae", "transcoder", "clt", "crosscoder")
+_LABEL = {"sae": "an SAE", "transcoder": "a transcoder", "clt": "a cross-layer transcoder",
+          "crosscoder": "a crosscoder"}
 
 
 def read_cfg(folder: Path) -> dict[str, Any]:
@@ -30,6 +31,10 @@ def read_cfg(folder: Path) -> dict[str, Any]:
 def describe(sae: Any) -> str:
     """``transcoder blocks.3.hook_mlp_in -> blocks.3.hook_mlp_out`` and the like, from its metadata."""
     meta = dict(getattr(sae, "metadata", None) or {})
+    if sae.kind == "crosscoder":
+        names = [str(s.get("name")) for s in meta.get("sources") or []] or \
+            [f"input{i}" for i in range(sae.cfg.n_inputs)]
+        return f"a crosscoder over {sae.cfg.n_inputs} sources {names} ({sae.cfg.architecture}, d_in={sae.cfg.in_features})"
     src, dst = meta.get("hook_name"), meta.get("hook_name_out")
     if isinstance(src, list):
         src, dst = f"{src[0]}..{src[-1]}", f"{dst[0]}..{dst[-1]}" if isinstance(dst, list) else dst
@@ -44,6 +49,7 @@ _FIX = {
                   "own input and cannot stand in for an MLP",
     "clt": "pass a cross-layer transcoder folder (sae.architecture=clt_*); per-layer dictionaries splice one "
            "layer each",
+    "crosscoder": "pass a crosscoder folder (sae.architecture=crosscoder_*) with all its aligned stores",
 }
 
 
@@ -54,5 +60,9 @@ def check_kind(sae: Any, expect: str | None, folder: Path) -> None:
     if expect not in KINDS:
         raise ConfigError(f"unknown dictionary kind {expect!r}", fix=f"use one of {list(KINDS)}")
     if sae.kind != expect:
+        fix = _FIX[expect]
+        if sae.kind == "crosscoder":
+            fix = ("use a single-hook SAE here, or read the crosscoder with all its aligned stores "
+                   "(stage=diff, or data.root=[...] in its source order)")
         raise ConfigError(f"this folder holds {describe(sae)}, not {_LABEL[expect]}",
-                          path=str(folder), fix=_FIX[expect])
+                          path=str(folder), fix=fix)

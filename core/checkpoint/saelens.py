@@ -10,7 +10,10 @@ with ``hook_name``/``model_name``). BatchTopK and Matryoshka infer with one lear
 threshold, so SAELens reads them as ``jumprelu``. Tensors SAELens has no name for (e.g. a
 BatchTopK threshold's update count) go to ``sparsescope_extra.safetensors``, and a
 ``sparsescope`` block in cfg.json keeps our exact config so ``load_sae`` rebuilds the very
-same Dictionary. Crosscoders are written flattened (``d_in = n_inputs * d_in``).
+same Dictionary. Crosscoders are written flattened (``d_in`` = the sum of their sources'
+widths) with ``n_inputs``/``n_outputs``, ``source_widths``, ``sources`` (name, model, hook)
+and the stores' ``alignment`` beside; SAELens has no crosscoder architecture, so their
+``architecture`` names ours and ``load_sae(folder, plain=True)`` refuses them.
 """
 
 from __future__ import annotations
@@ -99,12 +102,31 @@ def sae_lens_cfg(sae: Dictionary, metadata: dict[str, Any] | None = None) -> dic
         out["hook_name_out"] = meta.get("hook_name_out")
     if arch == "topk":
         out.update({"k": int(cfg.k), "rescale_acts_by_decoder_norm": False})
+    if cfg.n_inputs > 1:
+        out.update(crosscoder_block(sae, meta))
     out["model_name"] = meta.get("model_name")
     out["hook_name"] = meta.get("hook_name")
     out["metadata"] = {**meta, "sae_lens_version": SAE_LENS_FORMAT}
     out["sparsescope"] = {"format_version": FORMAT_VERSION, "architecture": sae.architecture,
                           "dictionary": cfg.to_dict(), "sae_lens_loadable": arch is not None}
     return out
+
+
+def crosscoder_block(sae: Dictionary, meta: dict[str, Any]) -> dict[str, Any]:
+    """cfg.json keys of a dictionary with several sources: how many it reads and writes, their
+    widths, their names (with model and hook, from ``metadata["sources"]``) and the alignment
+    record of the stores it was trained on (``metadata["alignment"]``)."""
+    cfg = sae.cfg
+    widths = list(cfg.source_widths or [cfg.d_in] * cfg.n_inputs)
+    sources = meta.get("sources") or [{"name": f"input{i}", "d": w} for i, w in enumerate(widths)]
+    return {"n_inputs": cfg.n_inputs, "n_outputs": cfg.n_outputs, "source_widths": widths,
+            "sources": sources, "alignment": meta.get("alignment")}
+
+
+def source_names(folder_or_cfg: str | Path | dict[str, Any]) -> list[str]:
+    """The source names a crosscoder folder's cfg.json lists (empty for a plain SAE)."""
+    cfg = folder_or_cfg if isinstance(folder_or_cfg, dict) else read_cfg(Path(folder_or_cfg))
+    return [str(s.get("name")) for s in cfg.get("sources") or []]
 
 
 def save_sae(sae: Dictionary, folder: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
@@ -171,12 +193,19 @@ def _config_from_sae_lens(cfg: dict[str, Any], path: Path) -> tuple[DictionaryCo
     return dc, skip
 
 
-def load_sae(folder: str | Path, *, expect: str | None = None) -> Dictionary:
+def load_sae(folder: str | Path, *, expect: str | None = None, plain: bool = False) -> Dictionary:
     """Rebuild a Dictionary from a folder: ours, any SAELens folder, a cross-layer transcoder
     folder (``core.checkpoint.clt``), or (detected by their files) a dictionary_learning or
-    sparsify folder. ``expect`` (``sae``, ``transcoder`` or ``clt``) refuses another kind."""
+    sparsify folder. ``expect`` (``sae``, ``transcoder``, ``clt`` or ``crosscoder``) refuses
+    another kind.
+
+    ``plain=True``: the caller feeds one hook's activations (steering, enrichment of one store),
+    so a crosscoder (several sources) is refused with a message that names its sources, whatever
+    else the folder may be."""
     folder = Path(folder)
     sae = _load(folder)
+    if plain and sae.kind == "crosscoder":
+        check_kind(sae, "sae", folder)
     check_kind(sae, expect, folder)
     return sae
 

@@ -55,7 +55,7 @@ class SnapshotCallback(Callback):
         from core.checkpoint import save_sae
 
         sae = copy.deepcopy(pl_module.sae).float().cpu().eval()
-        sae.fold_scaling(float(pl_module.scale), float(pl_module.target_scale))
+        sae.fold_scaling(pl_module.scale, pl_module.target_scale)
         save_sae(sae, out, metadata={**self.metadata, "snapshot": {"fraction": fraction, "step": step,
                                                                     "tokens": int(pl_module.tokens_seen)}})
 

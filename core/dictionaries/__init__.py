@@ -1,4 +1,5 @@
-"""Dictionary architectures, each registered by name (``sae.architecture`` in the config)."""
+"""Dictionary architectures, each registered by name (``sae.architecture`` in the config):
+SAEs, transcoders (``d_out != d_in``) and crosscoders (several sources in and out)."""
 
 from core.dictionaries.base import (
     REGISTRY,
@@ -10,6 +11,7 @@ from core.dictionaries.base import (
 )
 from core.dictionaries.batchtopk import BatchTopKSAE
 from core.dictionaries.clt import BatchTopKCLT, CrossLayerTranscoder, ReLUCLT, TopKCLT
+from core.dictionaries.crosscoder import BatchTopKCrosscoder, Crosscoder, L1Crosscoder
 from core.dictionaries.gated import GatedSAE
 from core.dictionaries.jumprelu import JumpReLUSAE
 from core.dictionaries.matryoshka import MatryoshkaSAE
@@ -18,6 +20,7 @@ from core.dictionaries.topk import TopKSAE
 
 __all__ = [
     "REGISTRY", "Dictionary", "DictionaryConfig", "LossOutput", "build_dictionary", "register",
-    "BatchTopKSAE", "GatedSAE", "JumpReLUSAE", "MatryoshkaSAE", "ReLUSAE", "TopKSAE",
+    "BatchTopKCrosscoder", "BatchTopKSAE", "Crosscoder", "GatedSAE", "JumpReLUSAE", "L1Crosscoder",
+    "MatryoshkaSAE", "ReLUSAE", "TopKSAE",
     "BatchTopKCLT", "CrossLayerTranscoder", "ReLUCLT", "TopKCLT",
 ]

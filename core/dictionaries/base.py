@@ -36,6 +36,7 @@ class DictionaryConfig:
     d_out: int | None = None
     n_inputs: int = 1
     n_outputs: int = 1
+    source_widths: list[int] | None = None
     k: int | None = None
     l1_coefficient: float = 0.0
     target_l0: float | None = None
@@ -68,14 +69,23 @@ class DictionaryConfig:
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"sae.{name} must be positive, got {getattr(self, name)}",
                                   fix=f"set sae.{name} to a positive integer")
+        if self.source_widths is not None:
+            self.source_widths = [int(w) for w in self.source_widths]
+            if self.n_outputs == 1:  # a crosscoder writes back what it reads
+                self.n_outputs = self.n_inputs
+            if len(self.source_widths) != self.n_inputs or self.n_outputs != self.n_inputs \
+                    or min(self.source_widths) <= 0:
+                raise ConfigError(f"sae.source_widths={self.source_widths} must give one positive width per "
+                                  f"source (n_inputs={self.n_inputs}, n_outputs={self.n_outputs})",
+                                  fix="set one width per stacked store, and n_outputs = n_inputs")
 
     @property
     def in_features(self) -> int:
-        return self.n_inputs * self.d_in
+        return sum(self.source_widths) if self.source_widths else self.n_inputs * self.d_in
 
     @property
     def out_features(self) -> int:
-        return self.n_outputs * int(self.d_out)
+        return sum(self.source_widths) if self.source_widths else self.n_outputs * int(self.d_out)
 
     @property
     def is_transcoder(self) -> bool:
@@ -278,20 +288,28 @@ class Dictionary(nn.Module, ABC):
         if self.W_dec.grad is not None:
             project_rows(self.W_dec.detach(), self.W_dec.grad)
 
+    def input_blocks(self) -> list[int]:
+        """Widths of the input blocks that training normalises separately: one for an SAE or a
+        transcoder; crosscoders give one per source, since layers and models differ in norm."""
+        return [self.cfg.in_features]
+
     @torch.no_grad()
-    def fold_scaling(self, scale: float, out_scale: float | None = None) -> None:
+    def fold_scaling(self, scale: float | torch.Tensor, out_scale: float | torch.Tensor | None = None) -> None:
         """Fold an input scaling ``x_scaled = scale * x`` (and a target scaling
         ``y_scaled = out_scale * y``, default ``scale``) into the weights so the saved
-        dictionary takes and returns activations in the model's own units.
+        dictionary takes and returns activations in the model's own units. Either scale may be
+        a number or one factor per input (output) feature.
 
         Pre-activations are unchanged by the fold, so thresholds stay as they are.
         """
-        out_scale = scale if out_scale is None else out_scale
-        self.W_enc.mul_(scale)
-        self.W_dec.div_(out_scale)
-        self.b_dec.div_(out_scale)
+        s = torch.as_tensor(scale, dtype=self.W_enc.dtype, device=self.W_enc.device)
+        o = s if out_scale is None else torch.as_tensor(out_scale, dtype=self.W_dec.dtype, device=self.W_dec.device)
+        s_rows = s[:, None] if s.dim() else s
+        self.W_enc.mul_(s_rows)
+        self.W_dec.div_(o)
+        self.b_dec.div_(o)
         if self.cfg.skip_connection:
-            self.W_skip.mul_(scale / out_scale)
+            self.W_skip.mul_(s_rows / o)
 
 
 @torch.no_grad()

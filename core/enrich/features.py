@@ -103,7 +103,7 @@ def encode_sparse(sae: Any, acts: Any, *, batch_tokens: int = 4096,
     (the dense latents of one batch at most are ever held)."""
     n_features = int(sae.cfg.d_sae)
     x_all = torch.as_tensor(acts)
-    if sae.cfg.n_inputs > 1:
+    if sae.cfg.n_inputs > 1 and not sae.cfg.source_widths:
         x_all = x_all.reshape(len(x_all), sae.cfg.n_inputs, -1)
     blocks = []
     for a in range(0, len(x_all), int(batch_tokens)):

@@ -50,7 +50,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     opts = analysis_options(cfg)
     store = ActivationStore(find_store(run_dir, opts))
     sae_dir = resolve(run_dir, opts["sae"]) or (Path(run_dir) / "sae")
-    sae = load_sae(sae_dir) if sae_dir.exists() else None
+    sae = load_sae(sae_dir, plain=True) if sae_dir.exists() else None
     if opts["sae"] and sae is None:
         raise DataError("SAE folder not found", path=str(sae_dir), fix="set analysis.sae to a trained SAE folder")
     prefix = resolve(run_dir, opts["concepts"])

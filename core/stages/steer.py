@@ -59,7 +59,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if sc.get("sae"):
         from core.checkpoint import load_sae
 
-        sae = load_sae(sc.sae).eval()
+        sae = load_sae(sc.sae, plain=True).eval()
     task = resolve_callable(str(sc.task))(cfg, adapter)
     strengths = OmegaConf.to_container(sc.strengths, resolve=True)
     outcome = run_steering(adapter, task, hook=hook, layer=int(sc.layer), methods=list(sc.methods),

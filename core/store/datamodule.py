@@ -5,12 +5,13 @@ rows pass through a fixed-size shuffle buffer: when the buffer is full a random 
 is taken out and the holes are filled from the buffer's tail. Every training token is
 therefore emitted exactly once per epoch, and the memory held is bounded by
 
-    buffer_tokens * (n_inputs * d + target widths) * 4 bytes   (the float32 buffer)
+    buffer_tokens * (input widths + target widths) * 4 bytes   (the float32 buffer)
     + one shard (read from disk, converted to float32, and its training rows selected)
     + one batch.
 
 Several stores (the same tokens seen at several layers or models) stack into
-``[batch, n_inputs, d]`` for crosscoders and transcoders; one store gives ``[batch, d]``.
+``[batch, n_inputs, d]`` for crosscoders and transcoders, or, when their widths differ (two
+models), sit side by side as ``[batch, d_1 + ... + d_S]``; one store gives ``[batch, d]``.
 """
 
 from __future__ import annotations
@@ -130,8 +131,10 @@ class StoreStream(IterableDataset):
                                 path=str(store.shard_paths[index]),
                                 fix="harvest all hooks of a crosscoder or transcoder in one harvest run")
             acts.append(shard["acts"] if bool(keep.all()) else shard["acts"][keep])
-        x = acts[0] if len(acts) == 1 else torch.stack(acts, dim=1)
-        return x, first, keep
+        if len(acts) == 1:
+            return acts[0], first, keep
+        same = len({a.shape[1] for a in acts}) == 1
+        return (torch.stack(acts, dim=1) if same else torch.cat(acts, dim=1)), first, keep
 
     def read_unit(self, index: int) -> torch.Tensor:
         """Rows of this split from shard ``index``: inputs, with targets packed after them
@@ -145,9 +148,9 @@ class StoreStream(IterableDataset):
     def unpack(self, rows: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if not self.target_stores:
             return rows
-        n_x = len(self.stores) * self.stores[0].d
+        n_x = sum(s.d for s in self.stores)
         x, y = rows[:, :n_x], rows[:, n_x:]
-        if len(self.stores) > 1:
+        if len(self.stores) > 1 and len({s.d for s in self.stores}) == 1:
             x = x.reshape(rows.shape[0], len(self.stores), -1)
         if len(self.target_stores) > 1:
             y = y.reshape(rows.shape[0], len(self.target_stores), -1)
@@ -247,7 +250,11 @@ def open_stores(stores: StoreLike | Sequence[StoreLike], verify: bool = True, *,
 
 
 class ActivationDataModule(L.LightningDataModule):
-    """Train/validation batches from one store (``[batch, d]``) or several (``[batch, n_inputs, d]``).
+    """Train/validation batches from one store (``[batch, d]``) or several (``[batch, n_inputs, d]``,
+    or ``[batch, sum of widths]`` when the widths differ).
+
+    Several input stores must hold the same tokens: ``open_stores`` checks their token counts,
+    samples and, for stores from ``harvest_aligned``, their alignment records, before any batch.
 
     With ``targets`` (transcoders: the MLP output beside its input), batches are
     ``(x, y)`` tuples, shuffled together; target stores must be sharded like the inputs.
@@ -267,7 +274,7 @@ class ActivationDataModule(L.LightningDataModule):
                               fix="set data.holdout_fraction to e.g. 0.05")
         if int(batch_size) <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}", fix="set e.g. 4096")
-        self.stores = open_stores(root, verify=verify)
+        self.stores = open_stores(root, verify=verify, same_width=False)
         self.target_stores = open_stores(targets, verify=verify) if targets is not None else []
         if self.target_stores:
             open_stores([self.stores[0], *self.target_stores], verify=False, same_width=False)
@@ -298,7 +305,7 @@ class ActivationDataModule(L.LightningDataModule):
     @property
     def memory_bound_bytes(self) -> int:
         """The shuffle buffer's size; add one shard for the full bound (see module docstring)."""
-        width = self.n_inputs * self.d + sum(s.d for s in self.target_stores)
+        width = sum(s.d for s in self.stores) + sum(s.d for s in self.target_stores)
         return self.buffer_tokens * width * 4
 
     def _stream(self, split: str, shuffle: bool) -> StoreStream:

@@ -3,7 +3,8 @@
 All three are estimated from a sample of the training split before the first step:
 - ``activation_scale``: the factor that gives inputs unit mean squared norm, so that loss
   coefficients and learning rates carry over between models and layers (the factor is folded
-  into the weights at save, so saved dictionaries work in the model's own units);
+  into the weights at save, so saved dictionaries work in the model's own units; crosscoders
+  get one factor per source);
 - ``geometric_median``: Weiszfeld's iterations; ``b_dec`` starts at the median of the
   sample, which the encoder subtracts, so latents start from centred inputs and the bias
   is robust to outlier tokens (the mean is not);
@@ -22,11 +23,21 @@ import torch
 from core.dictionaries.base import Dictionary
 
 
-def activation_scale(sample: torch.Tensor) -> float:
-    """``s`` such that ``E ||s * x||^2 = 1`` over the sample (flattened per token)."""
+def activation_scale(sample: torch.Tensor, blocks: list[int] | None = None) -> float | torch.Tensor:
+    """``s`` such that ``E ||s * x||^2 = 1`` over the sample (flattened per token).
+
+    With ``blocks`` (the widths of consecutive feature blocks, e.g. a crosscoder's sources), each
+    block gets its own factor and the result is one factor per feature (float64), so a model or
+    layer with larger activations does not dominate the others' reconstruction loss."""
     flat = sample.reshape(sample.shape[0], -1).double()
-    ms = flat.pow(2).sum(-1).mean().item()
-    return 1.0 if ms <= 0 else float(ms**-0.5)
+    if blocks is None or len(blocks) <= 1:
+        ms = flat.pow(2).sum(-1).mean().item()
+        return 1.0 if ms <= 0 else float(ms**-0.5)
+    parts = []
+    for block in flat.split([int(b) for b in blocks], dim=1):
+        ms = block.pow(2).sum(-1).mean().item()
+        parts.append(torch.full((block.shape[1],), 1.0 if ms <= 0 else ms**-0.5, dtype=torch.float64))
+    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -54,7 +65,8 @@ def init_from_sample(sae: Dictionary, x: torch.Tensor, target: torch.Tensor | No
         sae.b_dec.copy_(geometric_median(y).to(sae.b_dec.dtype))
 
 
-HOMOGENEOUS_AT_INIT = ("topk", "batchtopk", "matryoshka", "relu", "clt_topk", "clt_batchtopk", "clt_relu")
+HOMOGENEOUS_AT_INIT = ("topk", "batchtopk", "matryoshka", "relu", "clt_topk", "clt_batchtopk", "clt_relu",
+                       "crosscoder_l1", "crosscoder_batchtopk")
 
 
 @torch.no_grad()

@@ -41,8 +41,8 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 class DictionaryModule(L.LightningModule):
-    def __init__(self, sae: Dictionary, *, lr: float, total_steps: int, scale: float = 1.0,
-                 target_scale: float | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
+    def __init__(self, sae: Dictionary, *, lr: float, total_steps: int, scale: float | torch.Tensor = 1.0,
+                 target_scale: float | torch.Tensor | None = None, warmup_steps: int = 0, decay_fraction: float = 0.2,
                  betas: tuple[float, float] = (0.9, 0.999), dead_after_tokens: int | None = None,
                  fused_optimizer: bool = True, optimizer: str = "adam", compile: bool = False) -> None:
         super().__init__()
@@ -59,8 +59,9 @@ class DictionaryModule(L.LightningModule):
         self.decay_fraction = float(decay_fraction)
         self.betas = tuple(betas)
         self.dead_after_tokens = int(dead_after_tokens or sae.cfg.dead_after_tokens)
-        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
-        self.register_buffer("target_scale", torch.tensor(float(target_scale or scale), dtype=torch.float64))
+        target_scale = scale if target_scale is None else target_scale
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64).clone())
+        self.register_buffer("target_scale", torch.as_tensor(target_scale, dtype=torch.float64).clone())
         self.register_buffer("tokens_since_fired", torch.zeros(sae.cfg.d_sae, dtype=torch.long))
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
 
@@ -72,8 +73,12 @@ class DictionaryModule(L.LightningModule):
 
     def scaled(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = split_batch(batch)
-        x = x.float() * self.scale.float()  # a 0-dim tensor: no device-to-host sync per step on a GPU
+        if self.scale.dim():  # one factor per feature (crosscoders): scale the flattened rows
+            x = x.reshape(x.shape[0], -1)
+        x = x.float() * self.scale.float()  # a tensor: no device-to-host sync per step on a GPU
         if y is not None:
+            if self.target_scale.dim():
+                y = y.reshape(y.shape[0], -1)
             y = y.float() * self.target_scale.float()
         return x, y
 
@@ -221,7 +226,7 @@ SHORT_RUN_LR = 3e-3
 SIGNUM_LR = 9.4e-3
 
 
-SHORT_RUN_ARCHITECTURES = ("topk", "batchtopk", "matryoshka", "clt_topk", "clt_batchtopk")
+SHORT_RUN_ARCHITECTURES = ("topk", "batchtopk", "matryoshka", "clt_topk", "clt_batchtopk", "crosscoder_batchtopk")
 
 
 def default_lr(d_sae: int, architecture: str = "topk", optimizer: str = "adam") -> float:

@@ -166,14 +166,18 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
 
     x0, y0 = sample_for_init(datamodule, init_tokens)
     x0, y0 = x0.cpu(), None if y0 is None else y0.cpu()  # data already on a GPU: initialise where the SAE is built
-    scale = activation_scale(x0) if normalize_activations else 1.0
+    scale = activation_scale(x0, sae.input_blocks()) if normalize_activations else 1.0
     target_scale = activation_scale(y0) if (normalize_activations and y0 is not None) else scale
+    if torch.is_tensor(scale):  # one factor per feature (crosscoders): work on flattened rows
+        x0 = x0.reshape(x0.shape[0], -1)
+    xs = x0.float() * torch.as_tensor(scale, dtype=torch.float32)
+    ys = None if y0 is None else y0.float() * torch.as_tensor(target_scale, dtype=torch.float32)
     if init_b_dec:
-        init_from_sample(sae, x0.float() * scale, None if y0 is None else y0.float() * target_scale)
+        init_from_sample(sae, xs, ys)
     encoder_scale = 1.0
     if init_encoder_scale and ckpt_path is None:
         n = min(4096, x0.shape[0])  # a dense [n, d_sae] pass; more tokens do not change c
-        encoder_scale = fit_encoder_scale(sae, x0[:n].float() * scale, None if y0 is None else y0[:n].float() * target_scale)
+        encoder_scale = fit_encoder_scale(sae, xs[:n], None if ys is None else ys[:n])
 
     from core.training.module import default_lr
 
@@ -194,7 +198,7 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     final = copy.deepcopy(module.sae).float().cpu().eval()
-    final.fold_scaling(float(module.scale), float(module.target_scale))
+    final.fold_scaling(module.scale, module.target_scale)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summary = {
         "architecture": final.cfg.architecture,
@@ -204,7 +208,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         "tokens": int(module.tokens_seen),
         "seconds": round(getattr(meter, "seconds", 0.0), 2),
         "tokens_per_s": round(meter.tokens / meter.seconds, 1) if getattr(meter, "seconds", 0) else None,
-        "scale": float(module.scale),
+        "scale": (float(module.scale) if not module.scale.dim()
+                  else [float(b[0]) for b in module.scale.split(final.input_blocks())]),
         "init_encoder_scale": encoder_scale,
         "dead_frac": float(module.dead_mask().float().mean()),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
