@@ -14,7 +14,7 @@ from core.dictionaries import REGISTRY, DictionaryConfig, build_dictionary
 from core.errors import ConfigError, DataError, ShapeError
 
 D_IN, D_SAE, K = 16, 48, 4
-ARCHS = sorted(a for a in REGISTRY if not a.startswith("clt_"))  # CLTs: tests/test_transcoders.py
+ARCHS = sorted(a for a in REGISTRY if not a.startswith(("clt_", "crosscoder_")))  # CLTs: tests/test_transcoders.py; crosscoders: tests/test_crosscoders.py
 
 
 def make(arch: str, **over) -> torch.nn.Module:

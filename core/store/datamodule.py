@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from core.errors import ConfigError, DataError, ShapeError
-from core.store.pairing import check_rows_align
+from core.store.pairing import check_rows_align, check_sources_align
 from core.store.reader import ActivationStore
 from core.store.split import holdout_mask
 
@@ -278,7 +278,7 @@ class ActivationDataModule(L.LightningDataModule):
         self.target_stores = open_stores(targets, verify=verify) if targets is not None else []
         if self.target_stores:
             open_stores([self.stores[0], *self.target_stores], verify=False, same_width=False)
-        check_rows_align(self.stores, role="stacked input")
+        check_sources_align(self.stores)
         check_rows_align([self.stores[0], *self.target_stores], role="target")
         self.batch_size = int(batch_size)
         self.buffer_tokens = int(buffer_tokens) if buffer_tokens else 8 * self.batch_size

@@ -50,3 +50,39 @@ def _difference(base: ActivationStore, other: ActivationStore) -> str | None:
         if not (torch.equal(a["sample"], b["sample"]) and torch.equal(a["position"], b["position"])):
             return "the (sample, position) of its rows differ"
     return None
+
+
+SOURCES_FIX = ("harvest the sources together (core.harvest.aligned.harvest_aligned, or the hooks of one model in "
+               "one harvest run) from the same samples, and pass those stores")
+
+
+def check_sources_align(stores: Sequence[ActivationStore]) -> None:
+    """Refuse stacked input stores (a crosscoder's sources) whose rows are not the same tokens:
+    different token counts, different samples, different alignment records, or, without
+    records, different (sample, position) columns in the first and last shards."""
+    if len(stores) < 2:
+        return
+    base = stores[0]
+    for other in stores[1:]:
+        why = _source_difference(base, other)
+        if why:
+            raise DataError(f"this source store does not line up with {base.root} ({why})", path=str(other.root),
+                            fix=SOURCES_FIX)
+
+
+def _source_difference(base: ActivationStore, other: ActivationStore) -> str | None:
+    if other.n_tokens != base.n_tokens:
+        return f"{other.n_tokens} tokens against {base.n_tokens}"
+    s1, s2 = base.meta.get("samples_sha256"), other.meta.get("samples_sha256")
+    if s1 and s2 and s1 != s2:
+        return "harvested from different samples (samples_sha256 differs)"
+    a1, a2 = (base.meta.get("alignment") or {}).get("rows_sha256"), (other.meta.get("alignment") or {}).get("rows_sha256")
+    if a1 and a2:
+        return None if a1 == a2 else "their alignment records differ (rows_sha256)"
+    if base.model == other.model and base.meta.get("rows_key") and base.meta.get("rows_key") == other.meta.get("rows_key"):
+        return None
+    for span in _spans(base) or [(0, base.n_tokens)]:
+        a, b = (s.read_rows(*span, ("sample", "position")) for s in (base, other))
+        if not (torch.equal(a["sample"], b["sample"]) and torch.equal(a["position"], b["position"])):
+            return "the (sample, position) of its rows differ"
+    return None
