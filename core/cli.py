@@ -42,6 +42,27 @@ def run_dir_of(cfg: DictConfig) -> Path:
         return Path(cfg.get("run_dir") or ".").resolve()
 
 
+def record_config(cfg: DictConfig, run_dir: Path, *, replace: bool) -> None:
+    """Keep the run's ``.hydra/config.yaml`` and ``overrides.yaml`` (what ``annotate`` and a
+    reader of the run rely on). Hydra itself would rewrite them at every start, so a failed
+    command in a finished run's folder would replace the record of what produced it; here a
+    start writes them only into a folder that has none, and a success replaces them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from core.io import write_text
+
+    target = run_dir / ".hydra"
+    if not replace and (target / "config.yaml").exists():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    write_text(target / "config.yaml", OmegaConf.to_yaml(cfg))
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return
+    write_text(target / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
 def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the stage named by ``cfg.stage`` or, when it is null, the whole case study."""
     from core.runtime import configure_runtime
@@ -75,8 +96,10 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.set_struct(cfg, True)
+    record_config(cfg, run_dir, replace=False)
     try:
         execute(cfg, run_dir)
+        record_config(cfg, run_dir, replace=True)
     except UserError as err:
         print(f"sparsescope: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

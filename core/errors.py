@@ -1,8 +1,8 @@
 """User-facing errors.
 
 A ``UserError`` is a mistake in the user's input or configuration. The CLI prints its
-message alone (no traceback) and exits non-zero, so every message must name the file,
-the record and the fix.
+message alone, on one line (no traceback), and exits non-zero, so every message must name
+the file, the record and the fix.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ class UserError(Exception):
         if record:
             parts.append(f"record {record}")
         head = ": ".join(parts)
+        message = " ".join(str(message).split())
         text = f"{head}: {message}" if head else message
         if fix:
-            text += f"\n  fix: {fix}"
+            text += f" -- fix: {fix}"
         super().__init__(text)
         self.message, self.path, self.record, self.fix = message, path, record, fix
 

@@ -27,6 +27,7 @@ from core.samples import Sample
 log = logging.getLogger("sparsescope")
 
 STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
+MAX_IDS = 100
 
 
 class VocabMap:
@@ -127,6 +128,8 @@ class ProteinAdapter(TorchHookAdapter):
             raise ConfigError(f"long_sequences={long_sequences!r}", fix="use chunk, skip or error")
         self.on_unknown, self.long_sequences, self.overlap, self.uppercase = on_unknown, long_sequences, overlap, uppercase
         self.skipped: Counter[str] = Counter()
+        self.skipped_ids: dict[str, list[str]] = {}
+        self.chunked: dict[str, int] = {}
 
     @abstractmethod
     def residue_ids(self, residues: str) -> list[int]:
@@ -142,6 +145,9 @@ class ProteinAdapter(TorchHookAdapter):
 
     def _skip(self, reason: str, sample: Sample, detail: str) -> None:
         self.skipped[reason] += 1
+        ids = self.skipped_ids.setdefault(reason, [])
+        if len(ids) < MAX_IDS:
+            ids.append(sample.id)
         log.warning("skipping sample %s: %s (%d skipped for this reason so far)", sample.id, detail,
                     self.skipped[reason])
 
@@ -180,7 +186,12 @@ class ProteinAdapter(TorchHookAdapter):
                 continue
             ids = self.residue_ids(seq)
             width = self.max_residues or len(seq)
-            for start, end, own_s, own_e in windows(len(seq), width, self.overlap):
+            cuts = windows(len(seq), width, self.overlap)
+            if len(cuts) > 1 and sample.id not in self.chunked:
+                self.chunked[sample.id] = len(cuts)
+                log.warning("sample %s: %d residues, more than the model's %d: cut into %d overlapping windows",
+                            sample.id, len(seq), width, len(cuts))
+            for start, end, own_s, own_e in cuts:
                 tok, where = self.frame(ids[start:end], sample)
                 pos = [start + w if w >= 0 and own_s <= start + w < own_e else -1 for w in where]
                 rows.append((tok, pos, i))

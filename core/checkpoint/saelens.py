@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from core.checkpoint.folder import CFG, check_kind, read_cfg
 from core.checkpoint.tensors import assign, read_safetensors
 from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, ShapeError
 from core.io import atomic_dir, write_json
 
 WEIGHTS = "sae_weights.safetensors"
@@ -210,6 +210,18 @@ def load_sae(folder: str | Path, *, expect: str | None = None, plain: bool = Fal
     return sae
 
 
+def _check_top_level(cfg: dict, dc: DictionaryConfig, cfg_path: Path) -> None:
+    """SAELens reads the top-level ``d_in``/``d_sae``; ours reads the ``sparsescope`` block. A
+    folder whose two disagree (one edited by hand or by another tool) would load differently
+    in each, so it is refused."""
+    for key, ours in (("d_in", dc.in_features), ("d_sae", dc.d_sae)):
+        top = cfg.get(key)
+        if top is not None and int(top) != int(ours):
+            raise ShapeError(f"{key}={top} at the top of cfg.json but {ours} in its sparsescope block",
+                             path=str(cfg_path), fix="restore the folder as the train stage wrote it, or "
+                                                     "delete the sparsescope block to load it as SAELens does")
+
+
 def _load(folder: Path) -> Dictionary:
     if not folder.is_dir():
         raise DataError("dictionary folder does not exist", path=str(folder),
@@ -235,6 +247,7 @@ def _load(folder: Path) -> Dictionary:
     optional: set[str] = set()
     if block:
         dc = _config_from_block(block, cfg_path)
+        _check_top_level(cfg, dc, cfg_path)
         if block.get("extra_tensors"):
             tensors.update(read_safetensors(folder / EXTRA))
     else:

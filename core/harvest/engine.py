@@ -90,6 +90,21 @@ def harvest(adapter: ModelAdapter, samples: Sequence[Sample], hooks: Sequence[st
     return {h: ActivationStore(out_dir / h, verify=False) for h in hooks}
 
 
+def input_report(adapter: ModelAdapter, skipped_before: dict[str, int], chunked_before: set[str]) -> dict:
+    """What the adapter did to samples it could not take whole: skipped (counts and ids, by
+    reason) and long sequences cut into windows (id -> windows), for the manifest and results."""
+    skipped = {k: int(v - skipped_before.get(k, 0)) for k, v in (getattr(adapter, "skipped", {}) or {}).items()}
+    out: dict = {}
+    if any(skipped.values()):
+        out["skipped"] = {k: v for k, v in skipped.items() if v}
+        out["skipped_ids"] = {k: list(v) for k, v in (getattr(adapter, "skipped_ids", {}) or {}).items()}
+    chunked = {k: v for k, v in (getattr(adapter, "chunked", {}) or {}).items() if k not in chunked_before}
+    if chunked:
+        out["chunked"] = len(chunked)
+        out["chunked_ids"] = dict(list(chunked.items())[:100])
+    return out
+
+
 def _run(adapter: ModelAdapter, samples: list[Sample], writers: dict, batch_tokens: int, max_batch: int,
          positions: PositionRule, drop_special: bool, sort_window: int, progress: bool) -> None:
     order = processing_order(samples, sort_window)
@@ -97,6 +112,7 @@ def _run(adapter: ModelAdapter, samples: list[Sample], writers: dict, batch_toke
     estimate = token_estimator(adapter)
     spans = pack_batches(samples, order, start, batch_tokens, max_batch, estimate)
     skipped_before = dict(getattr(adapter, "skipped", {}) or {})
+    chunked_before = set(getattr(adapter, "chunked", {}) or {})
     bar = tqdm(total=len(order), initial=start, unit="sample", desc=f"harvest {adapter.name}", disable=not progress)
     try:
         for begin, end in spans:
@@ -120,9 +136,9 @@ def _run(adapter: ModelAdapter, samples: list[Sample], writers: dict, batch_toke
             bar.update(end - begin)
     finally:
         bar.close()
-    skipped = {k: v - skipped_before.get(k, 0) for k, v in (getattr(adapter, "skipped", {}) or {}).items()}
+    report = input_report(adapter, skipped_before, chunked_before)
     for w in writers.values():
-        if any(skipped.values()):
-            w.manifest["meta"]["skipped"] = {k: int(v) for k, v in skipped.items() if v}
-            log.warning("%s: skipped samples %s", w.root, w.manifest["meta"]["skipped"])
+        if report:
+            w.manifest["meta"].update(report)
+            log.warning("%s: %s", w.root, {k: v for k, v in report.items() if not k.endswith("_ids")})
         w.close()

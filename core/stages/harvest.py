@@ -13,25 +13,33 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.adapters import load_adapter
     from core.harvest import harvest
-    from core.harvest.inputs import DEFAULTS, hooks_of, load_samples
+    from core.harvest.inputs import harvest_options, hooks_of, load_samples
 
     if cfg.get("model") is None:
         raise ConfigError("stage=harvest needs a model", fix="add model=<antiberty|smollm2|esm2_fair|...>")
-    hc = {**DEFAULTS, **(OmegaConf.to_container(cfg.harvest, resolve=True) if cfg.get("harvest") else {})}
-    samples = load_samples(hc)
+    hc = harvest_options(OmegaConf.to_container(cfg.harvest, resolve=True) if cfg.get("harvest") else {})
+    samples, reader_skipped = load_samples(hc)
     adapter = load_adapter(cfg.model)
     hooks = hooks_of(hc, adapter)
     out = Path(run_dir) / hc["out_dir"]
-    stores = harvest(adapter, samples, hooks, out, batch_tokens=int(hc["batch_tokens"]),
-                     max_batch=int(hc["max_batch"]), positions=str(hc["positions"]),
-                     drop_special=bool(hc["drop_special"]), dtype=str(hc["dtype"]),
-                     shard_tokens=int(hc["shard_tokens"]), sort_window=int(hc["sort_window"]))
+    try:
+        stores = harvest(adapter, samples, hooks, out, batch_tokens=int(hc["batch_tokens"]),
+                         max_batch=int(hc["max_batch"]), positions=str(hc["positions"]),
+                         drop_special=bool(hc["drop_special"]), dtype=str(hc["dtype"]),
+                         shard_tokens=int(hc["shard_tokens"]), sort_window=int(hc["sort_window"]))
+    except DataError as err:
+        source = hc.get("fasta") or hc.get("texts")
+        if err.path or not source:
+            raise
+        raise DataError(err.message, path=str(source), record=err.record, fix=err.fix) from None
     return {"harvest": {h: {"path": str(s.root), "n_tokens": s.n_tokens, "n_samples": s.n_samples, "d": s.d,
-                            "skipped": s.meta.get("skipped", {})} for h, s in stores.items()},
-            "model": adapter.name, "n_samples": len(samples)}
+                            "skipped": s.meta.get("skipped", {}), "skipped_ids": s.meta.get("skipped_ids", {}),
+                            "chunked": s.meta.get("chunked", 0), "chunked_ids": s.meta.get("chunked_ids", {})}
+                        for h, s in stores.items()},
+            "model": adapter.name, "n_samples": len(samples), "reader_skipped": reader_skipped}

@@ -7,12 +7,33 @@ Biopython, gives both: exact line numbers in messages and a skip-and-continue mo
 
 from __future__ import annotations
 
+import csv
+import functools
 import gzip
 import io
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from core.errors import DataError
+
+F = TypeVar("F", bound=Callable)
+FILE_ERRORS = (OSError, EOFError, zlib.error, csv.Error, UnicodeError)
+
+
+def user_file_errors(reader: F) -> F:
+    """Turn what a user's file can make the libraries raise (a corrupt gzip, a folder given as a
+    file, a NUL byte in a table...) into one ``DataError`` naming the file, for every reader."""
+    @functools.wraps(reader)
+    def wrapped(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except FILE_ERRORS as err:
+            raise DataError(f"cannot read the file ({type(err).__name__}: {' '.join(str(err).split())[:160]})",
+                            path=str(path), fix="check that it is a complete, uncompressed or gzip text file "
+                                                "in the format named (re-download it if it was cut)") from None
+    return wrapped  # type: ignore[return-value]
 
 
 def open_text(path: str | Path) -> io.TextIOBase:
@@ -20,6 +41,8 @@ def open_text(path: str | Path) -> io.TextIOBase:
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=str(path), fix="check the path in the domain config")
+    if path.is_dir():
+        raise DataError("is a folder, not a file", path=str(path), fix="give the file inside it")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")

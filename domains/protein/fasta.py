@@ -7,10 +7,11 @@ from pathlib import Path
 
 from Bio import SeqIO
 
-from domains.protein.chunks import fasta_chunks
+from domains.protein.chunks import fasta_chunks, user_file_errors
 from domains.protein.records import InputPolicy, ProteinRecord
 
 
+@user_file_errors
 def read_fasta(path: str | Path, policy: InputPolicy | None = None) -> list[ProteinRecord]:
     """Proteins of a FASTA file, in file order.
 

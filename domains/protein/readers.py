@@ -12,13 +12,14 @@ from pathlib import Path
 
 from core.errors import ConfigError, DataError
 from core.samples import Sample
-from domains.protein.chunks import open_text
+from domains.protein.chunks import open_text, user_file_errors
 from domains.protein.records import InputPolicy
 
 SUFFIXES = {".fasta": "fasta", ".fa": "fasta", ".faa": "fasta", ".fas": "fasta", ".tsv": "uniprot_tsv",
             ".tab": "uniprot_tsv", ".dat": "swissprot", ".sp": "swissprot"}
 
 
+@user_file_errors
 def detect_format(path: str | Path) -> str:
     """``fasta`` | ``uniprot_tsv`` | ``swissprot`` from the suffix (``.gz`` looked through), else the first line."""
     p = Path(path)

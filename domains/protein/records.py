@@ -67,7 +67,7 @@ class InputPolicy:
     def __post_init__(self) -> None:
         if self.on_error not in ("stop", "skip"):
             raise ConfigError(f"on_error must be 'stop' or 'skip', got {self.on_error!r}",
-                              fix="set domain.on_error=stop or domain.on_error=skip")
+                              fix="set on_error=stop or on_error=skip")
         if self.alphabet not in ("standard", "extended"):
             raise ConfigError(f"alphabet must be 'standard' or 'extended', got {self.alphabet!r}",
                               fix="set domain.alphabet=standard or domain.alphabet=extended")
@@ -99,13 +99,13 @@ class InputPolicy:
             return False
         if rid in seen:
             self.reject("duplicate_id", f"id {rid!r} appears more than once", path=path, line=line,
-                        record=rid, fix="make ids unique, or set domain.on_error=skip to keep the first")
+                        record=rid, fix="make ids unique, or set harvest.on_error=skip (annotate.on_error, domain.on_error) to keep the first")
             return False
         if len(rec.sequence) < self.min_length:
             what = "empty sequence" if not rec.sequence else f"sequence of {len(rec.sequence)} residues"
             self.reject("empty" if not rec.sequence else "too_short",
                         f"{what} (minimum {self.min_length})", path=path, line=line, record=rid,
-                        fix="remove the record or set domain.on_error=skip")
+                        fix="remove the record or set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             return False
         bad = sorted(set(rec.sequence) - self._letters)
         if bad:
@@ -113,12 +113,12 @@ class InputPolicy:
             self.reject("bad_characters", f"non-amino-acid characters {bad} (first at residue {pos})",
                         path=path, line=line, record=rid,
                         fix="use one-letter amino-acid codes (unknown residues as X), or "
-                            "set domain.on_error=skip")
+                            "set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             return False
         if self.max_length is not None and len(rec.sequence) > self.max_length:
             self.reject("too_long", f"{len(rec.sequence)} residues, over the limit of {self.max_length}",
                         path=path, line=line, record=rid,
-                        fix="raise domain.max_length if the model takes it, or set domain.on_error=skip")
+                        fix="raise domain.max_length if the model takes it, or set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             return False
         seen.add(rid)
         return True

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from Bio import SwissProt
 
-from domains.protein.chunks import flatfile_chunks, line_of
+from domains.protein.chunks import flatfile_chunks, line_of, user_file_errors
 from domains.protein.features import from_biopython, parse_cofactors
 from domains.protein.records import InputPolicy, ProteinRecord
 
 XREF_DATABASES = ("GO", "Pfam", "InterPro", "PROSITE", "SMART", "PDB", "CATH", "SUPFAM")
 
 
+@user_file_errors
 def read_swissprot(path: str | Path, policy: InputPolicy | None = None,
                    xref_databases: tuple[str, ...] = XREF_DATABASES) -> list[ProteinRecord]:
     """Proteins of a Swiss-Prot flat file, in file order; the id is the primary accession."""
@@ -38,11 +39,11 @@ def read_swissprot(path: str | Path, policy: InputPolicy | None = None,
         except SwissProt.SwissProtParserError as err:
             policy.reject("malformed", f"cannot parse record: {err}", path=path,
                           line=line_of(chunk, line, err.line), record=name,
-                          fix="fix the line or set domain.on_error=skip")
+                          fix="fix the line or set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             continue
         except (ValueError, IndexError, KeyError) as err:
             policy.reject("malformed", f"cannot parse record: {err}", path=path, line=line, record=name,
-                          fix="fix the record or set domain.on_error=skip")
+                          fix="fix the record or set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             continue
         seq = policy.clean_sequence(raw.sequence)
         if raw.sequence_length and raw.sequence_length != len(seq):

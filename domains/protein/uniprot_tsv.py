@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from core.errors import DataError
-from domains.protein.chunks import open_text
+from domains.protein.chunks import open_text, user_file_errors
 from domains.protein.features import FEATURE_COLUMNS, FEATURE_LABELS, LocationError, parse_cofactors
 from domains.protein.features import parse_tsv_features as _parse_cell
 from domains.protein.records import InputPolicy, ProteinRecord
@@ -62,6 +62,7 @@ def _split_list(cell: str | None, sep: str = ";") -> list[str]:
     return [x.strip() for x in cell.split(sep) if x.strip()]
 
 
+@user_file_errors
 def read_uniprot_tsv(path: str | Path, policy: InputPolicy | None = None) -> list[ProteinRecord]:
     """Proteins of a UniProtKB TSV table; a bad feature cell names its column, line and entry."""
     policy = policy or InputPolicy()
@@ -111,7 +112,7 @@ def _row_to_record(row: list[str], fields: list[str | None], header: list[str], 
         except LocationError as err:
             label = header[fields.index(f)]
             policy.reject("malformed", f"column {label!r}: {err}", path=path, line=line, record=acc,
-                          fix="fix the cell or set domain.on_error=skip")
+                          fix="fix the cell or set harvest.on_error=skip (annotate.on_error, domain.on_error)")
             return None
     xrefs = {}
     for f, db in (("go_id", "GO"), ("xref_pfam", "Pfam"), ("xref_interpro", "InterPro")):
