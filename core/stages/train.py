@@ -96,16 +96,40 @@ def hook_metadata(dm) -> dict[str, Any]:
     return meta
 
 
+def crosscoder_config(sae: dict[str, Any], dm) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A crosscoder (``sae.architecture=crosscoder_*``) reads every store of ``data.root`` as one
+    source: ``source_widths`` come from the stores (a configured one must match), and the sources
+    and the stores' alignment record go into cfg.json."""
+    from core.errors import ShapeError
+
+    widths = [int(s.d) for s in dm.stores]
+    given = sae.get("source_widths")
+    if given is not None and [int(w) for w in given] != widths:
+        bad = next(i for i, (g, w) in enumerate(zip(list(given) + [None] * len(widths), widths, strict=False)) if g != w)
+        raise ShapeError(f"sae.source_widths={list(given)} but the stores of data.root have widths {widths}",
+                         path=str(dm.stores[bad].root),
+                         fix="drop sae.source_widths (it is read from the stores) or list the stores in the "
+                             "order of the configured sources")
+    sae = {**sae, "source_widths": widths, "n_inputs": len(widths), "n_outputs": len(widths), "d_in": widths[0]}
+    sources = [{"name": s.meta.get("source_name") or f"{s.model}:{s.hook}", "model": s.model, "hook": s.hook,
+                "d": int(s.d), "store": str(s.root)} for s in dm.stores]
+    return sae, {"sources": sources, "alignment": dm.stores[0].meta.get("alignment")}
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.training import train_sae
 
     run_dir = Path(run_dir)
     dm = datamodule_from(group(cfg, "data", "store"), run_dir)
     d_out = dm.target_stores[0].d if dm.target_stores else None
-    sae = dictionary_config(group(cfg, "sae", "topk"), dm.d, dm.n_inputs, d_out)
+    sae_cfg = group(cfg, "sae", "topk")
+    extra: dict[str, Any] = {}
+    if str(sae_cfg.get("architecture", "")).startswith("crosscoder_"):
+        sae_cfg, extra = crosscoder_config(sae_cfg, dm)
+    sae = dictionary_config(sae_cfg, dm.d, dm.n_inputs, d_out)
     schedule, lightning = split_trainer(group(cfg, "trainer", "default"))
     total = int(schedule.pop("total_tokens", 0) or dm.n_train_tokens)
-    meta = hook_metadata(dm)
+    meta = {**hook_metadata(dm), **extra}
     _, summary = train_sae(sae, dm, run_dir, trainer_cfg=lightning, total_tokens=total,
                            seed=cfg.get("seed"), metadata=meta, **schedule)
     return {"train": summary, "sae": str(run_dir / "sae")}
