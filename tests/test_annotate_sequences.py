@@ -242,5 +242,5 @@ def test_four_bad_inputs_exit_2_naming_the_file_and_overwrite_nothing(toy, tmp_p
         code, err = _cli(monkeypatch, capsys, *base, *args)
         assert code == 2, (name, err[-2000:])
         assert "Traceback" not in err and err.startswith("sparsescope: error: "), name
-        assert where in err and re.search(what, err) and "\n  fix: " in err, (name, err)
+        assert where in err and re.search(what, err) and " -- fix: " in err, (name, err)
         assert _files(out) == before, f"{name}: a file of the earlier job changed"

@@ -70,6 +70,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from core.adapters import load_adapter
+    from core.samples import read_sample_file
     from core.sequence_annotation.run import annotate, check_model, check_samples
     from core.sequence_annotation.trained_run import find_dictionaries, model_config
 
@@ -82,15 +83,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     dictionaries = find_dictionaries(trained, opts["saes"])
     wiring = domain_wiring(opts, trained)
     path = Path(str(opts["fasta"])).expanduser()
-    if not path.exists():
-        raise DataError("input file does not exist", path=str(path), fix="set annotate.fasta to your sequence file")
-    policy = {"on_error": str(opts["on_error"])} if opts["on_error"] else {}
-    got = instantiate(wiring["reader"], _partial_=True)(str(path), **policy)
-    samples, skipped = got if isinstance(got, tuple) else (list(got), {})
-    if not samples:
-        raise DataError("no sequences in the input file" + (f" (all skipped: {skipped})" if skipped else ""),
-                        path=str(path), fix="give a FASTA ('>id' lines and residues), UniProt TSV or Swiss-Prot file "
-                                            "with at least one sequence")
+    samples, skipped = read_sample_file(wiring["reader"], path, on_error=opts["on_error"], key="annotate.fasta")
     model_cfg, source = model_config(trained, dictionaries, opts["model"])
     adapter = load_adapter(model_cfg)
     check_model(adapter, dictionaries, source)
