@@ -188,3 +188,16 @@ def test_snapshots_through_training_and_the_life_cycle(tmp_path, one_thread):
     born = births(snaps, final)
     assert np.all(np.isin(born, [0.0, 0.1, 0.5, 1.0]))
     assert table["present_0.9"].iloc[0] < 0.5  # at initialisation few final directions exist yet
+
+
+def test_coactivation_parents_find_refinements_that_point_elsewhere():
+    g = torch.Generator().manual_seed(4)
+    small = torch.nn.functional.normalize(torch.randn(3, 64, generator=g), dim=1)
+    large = torch.nn.functional.normalize(torch.randn(3, 64, generator=g), dim=1)  # cosines ~0.1 with small
+    co = np.array([[0.9, 0.1, 0.95], [0.05, 0.2, 0.0], [0.0, 0.3, 0.0]], dtype=np.float32)
+    fires = np.array([40, 40, 2])  # child 2 fires on two sample tokens only
+    by_decoder = split_tree(small, large, coact=co)
+    by_behaviour = split_tree(small, large, coact=co, parent_by="coactivation", min_cosine=-1.0, child_fires=fires)
+    assert by_decoder.counts()["unparented"] == 3
+    assert by_behaviour.edges[["parent", "child"]].values.tolist() == [[0, 0]]
+    assert by_behaviour.counts()["unparented"] == 2  # child 1: no parent at >= 0.5; child 2: too few firings

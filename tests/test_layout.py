@@ -106,6 +106,8 @@ def test_every_case_study_runner_has_one_name_and_place():
     runners = {p.relative_to(ROOT).as_posix() for p in (ROOT / "domains").rglob("*.py")
                if re.search(r"^def run\(cfg", p.read_text(), re.M)}
     assert all("/studies/" in r for r in runners), sorted(runners)
+    cases = [Path(r).stem for r in runners]
+    assert len(cases) == len(set(cases)), f"a case study has two runners: {sorted(runners)}"
 
 
 def test_readme_lists_every_core_package_in_what_is_inside():

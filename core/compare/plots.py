@@ -66,7 +66,7 @@ def lifecycle_curve(table: pd.DataFrame, title: str = ""):
 def splitting_bars(counts: Mapping[str, Mapping[str, int]]):
     """Per width step, the small features kept 1-to-1, split 1-to-many, or orphaned."""
     names = list(counts)
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 3.6))
     bottom = np.zeros(len(names))
     for key in ("one_to_one", "one_to_many", "orphan"):
         vals = np.array([counts[n][key] / max(counts[n]["n_small"], 1) for n in names])
@@ -74,7 +74,7 @@ def splitting_bars(counts: Mapping[str, Mapping[str, int]]):
         bottom += vals
     ax.set_ylabel("share of the smaller dictionary's features")
     ax.legend(fontsize=8)
-    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="x", labelsize=7)
     return fig
 
 

@@ -1,9 +1,14 @@
 """Feature splitting across widths: which features of a wider dictionary refine which of a narrower one.
 
 Each feature of the large dictionary gets at most one parent: the small feature whose
-decoder direction is closest, kept when the cosine is at least ``min_cosine`` and (with a
-token sample) the parent fires on at least ``min_coactivation`` of the tokens where the
-child fires (a finer feature fires on a subset of its parent's tokens). Reading the tree:
+decoder direction is closest (``parent_by="cosine"``), kept when the cosine is at least
+``min_cosine`` and (with a token sample) the parent fires on at least ``min_coactivation``
+of the tokens where the child fires (a finer feature fires on a subset of its parent's
+tokens). ``parent_by="coactivation"`` picks instead the small feature that fires on the
+largest share of the child's tokens, kept at ``min_coactivation`` (and ``min_cosine``, which
+may be set to -1): the behavioural view, which finds Matryoshka refinements whose decoder
+directions are far from their parents'. Children that fire on fewer than ``min_child_fires``
+sample tokens get no parent by co-activation (a share of two tokens says little). Reading the tree:
 
 - ``one_to_one``: small features with exactly one child (kept as they were);
 - ``one_to_many``: small features with two or more children (split finer);
@@ -63,18 +68,25 @@ class SplitTree:
 
 def split_tree(small: torch.Tensor, large: torch.Tensor, *, coact: np.ndarray | None = None,
                min_cosine: float = 0.7, min_coactivation: float = 0.5, child_offset: int = 0,
-               similarity: np.ndarray | None = None) -> SplitTree:
+               similarity: np.ndarray | None = None, parent_by: str = "cosine",
+               child_fires: np.ndarray | None = None, min_child_fires: int = 5) -> SplitTree:
     """Tree from decoder rows ``small [n_s, d]`` and ``large [n_l, d]``; ``coact[i, j]`` is
     ``P(small i fires | large j fires)`` on a token sample (None: decoder cosine alone).
     Child ids are ``child_offset + j`` (a Matryoshka prefix's new latents keep their own ids)."""
+    if parent_by not in ("cosine", "coactivation"):
+        raise ValueError(f"parent_by must be cosine or coactivation, not {parent_by!r}")
+    if parent_by == "coactivation" and coact is None:
+        raise ValueError("parent_by='coactivation' needs the co-activation matrix of a token sample")
     sim = cosine_matrix(small, large) if similarity is None else similarity
-    parent = sim.argmax(axis=0)
+    parent = (sim if parent_by == "cosine" else coact).argmax(axis=0)
     cos = sim[parent, np.arange(sim.shape[1])]
     keep = cos >= min_cosine
     co = np.full(len(parent), np.nan, dtype=np.float32)
     if coact is not None:
         co = coact[parent, np.arange(sim.shape[1])]
         keep &= co >= min_coactivation
+    if parent_by == "coactivation" and child_fires is not None:
+        keep &= np.asarray(child_fires) >= min_child_fires
     j = np.flatnonzero(keep)
     edges = pd.DataFrame({"parent": parent[j].astype(np.int64), "child": (j + child_offset).astype(np.int64),
                           "cosine": np.round(cos[j], 4), "coactivation": np.round(co[j], 4)})
@@ -89,5 +101,6 @@ def nested_trees(decoder: torch.Tensor, prefixes: Sequence[int], codes: sp.csr_m
     sizes = sorted(int(p) for p in prefixes)
     for p, q in zip(sizes[:-1], sizes[1:], strict=True):
         co = None if codes is None else coactivation(codes[:, :p], codes[:, p:q])
-        out[(p, q)] = split_tree(decoder[:p], decoder[p:q], coact=co, child_offset=p, **kw)
+        fires = None if codes is None else np.diff(codes[:, p:q].tocsc().indptr)
+        out[(p, q)] = split_tree(decoder[:p], decoder[p:q], coact=co, child_offset=p, child_fires=fires, **kw)
     return out

@@ -20,7 +20,9 @@ the small latents they replace. "Replace" is a graph: small and reconstruction l
 joined where their decoder cosine is at least ``swap_cosine`` (0.7, the published proxy's
 cut-off), and each connected component is swapped as a whole (its small latents out, its
 large latents in), components ordered by how much each alone lowers the error, again in
-``n_groups`` groups. Reconstruction latents with no small latent that close are not added.
+``n_groups`` groups; a swap that alone does not lower the error is not made (a replacement
+that reconstructs worse replaces nothing). Reconstruction latents with no small latent that
+close are not added.
 A stitched SAE's code is the small SAE's code on the kept latents beside the large SAE's
 code on the added ones (for TopK SAEs each keeps its own selection), decoded with the small
 SAE's ``b_dec``; its L0 is the sum of the two parts'.
@@ -161,7 +163,8 @@ def stitched_family(ev: StitchEvaluator, gain: np.ndarray, classes: np.ndarray,
         rows.append({"step": len(rows), "stage": "add_novel", "n_small_kept": int(keep.sum()),
                      "n_large_added": int(add.sum()), **ev.evaluate(keep, add)})
     residual = ev.x - (ev.cs @ ev.ds + ev.bs)
-    order = sorted(components, key=lambda c: -ev.swap_gain(c[0], c[1], residual))
+    gains = [ev.swap_gain(c[0], c[1], residual) for c in components]
+    order = [components[i] for i in np.argsort(-np.asarray(gains), kind="stable") if gains[i] > 0]
     done = 0
     for count in _groups(len(order), n_groups):
         for small_ids, large_ids in order[done:count]:
@@ -170,7 +173,9 @@ def stitched_family(ev: StitchEvaluator, gain: np.ndarray, classes: np.ndarray,
         done = count
         rows.append({"step": len(rows), "stage": "swap", "n_small_kept": int(keep.sum()),
                      "n_large_added": int(add.sum()), **ev.evaluate(keep, add)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["swaps_made"] = len(order)
+    return out
 
 
 @dataclass
@@ -214,7 +219,8 @@ def stitch(small: torch.nn.Module, large: torch.nn.Module, x: torch.Tensor, *,
         "n_dead": int((~live).sum()),
         "novel_frac_of_live": round(float((classes[live] == "novel").mean()), 4) if live.any() else 0.0,
         "cosine_proxy_agreement": round(float((proxy[live] == (classes[live] == "novel")).mean()), 4) if live.any() else 0.0,
-        "n_swap_groups": len(components), "swap_cosine": swap_cosine,
+        "n_swap_groups": len(components), "n_swaps_made": int(family.attrs.get("swaps_made", 0)),
+        "swap_cosine": swap_cosine,
         "mse_small": round(hi, 6), "mse_large": round(lo, 6),
         "family_mse_monotone": bool(np.all(np.diff(mse) <= 1e-9 * max(hi, 1.0))),
         "family_between_small_and_large": bool(np.all((mse[1:] <= hi + 1e-9) & (mse[1:] >= lo - 1e-9))),

@@ -22,7 +22,7 @@ from core.compare.activations import coactivation, encode_sparse
 from core.compare.lifecycle import births, lifecycle_table
 from core.compare.matching import cosine_matrix, decoder_directions, expected_max_cosine, unit_rows
 from core.compare.pairwise import compare
-from core.compare.splitting import nested_trees, split_tree
+from core.compare.splitting import split_tree
 from core.compare.stitching import StitchResult, stitch
 
 DECODER_KEYS = ("mmcs_a_to_b", "mmcs_b_to_a", "chance_mmcs_a_to_b", "a_to_b_frac_above_0.9",
@@ -84,43 +84,88 @@ def seeds(pairs: Mapping[str, tuple[str, torch.nn.Module, str, torch.nn.Module]]
     return out
 
 
+BEHAVIOUR_COSINE = 0.0  # the co-activation view only excludes children pointing away from their parent
+
+
+def two_trees(small_dec, large_dec, codes_small, codes_large, *, min_cosine: float, min_coactivation: float,
+              child_offset: int = 0, similarity: np.ndarray | None = None) -> dict[str, Any]:
+    """The splitting tree by decoder direction (cosine parent) and, with a token sample, by
+    behaviour (the parent that fires on most of the child's tokens)."""
+    co = coactivation(codes_small, codes_large) if codes_small is not None else None
+    out = {"by_decoder": split_tree(small_dec, large_dec, coact=co, min_cosine=min_cosine,
+                                    min_coactivation=min_coactivation, child_offset=child_offset,
+                                    similarity=similarity)}
+    if co is not None:
+        out["by_coactivation"] = split_tree(small_dec, large_dec, coact=co, min_cosine=BEHAVIOUR_COSINE,
+                                            min_coactivation=min_coactivation, child_offset=child_offset,
+                                            similarity=similarity, parent_by="coactivation",
+                                            child_fires=np.diff(codes_large.tocsc().indptr))
+    return out
+
+
+def tree_rule(min_cosine: float, min_coactivation: float, with_codes: bool) -> str:
+    text = (f"By decoder: each feature of the wider dictionary takes the narrower feature with the closest decoder "
+            f"direction as parent when their cosine is >= {min_cosine:g}")
+    if not with_codes:
+        return text + "."
+    return (text + f" and the parent fires on >= {min_coactivation:g} of the child's tokens. By co-activation: the "
+            f"parent is the narrower feature firing on the largest share of the child's tokens, kept at >= "
+            f"{min_coactivation:g} (children firing on >= 5 sample tokens, cosine > {BEHAVIOUR_COSINE:g}).")
+
+
+def tree_bars(out: Mapping[str, Any], key: str | None = None) -> dict[str, Any]:
+    rows = out if key is None else {k: v[key] for k, v in out.items()}
+    return {f"{k}\n{view.split('_')[1]}": counts for k, views in rows.items() for view, counts in views.items()
+            if view.startswith("by_")}
+
+
 def widths(saes: Mapping[int, tuple[str, torch.nn.Module]], codes: Codes | None, *, min_cosine: float = 0.7,
            min_coactivation: float = 0.5, report: Any = None, tag: str = "") -> dict[str, Any]:
-    """Consecutive widths ``w -> w'``: the splitting tree and MMCS each way."""
+    """Consecutive widths ``w -> w'``: both splitting trees and MMCS each way."""
     out: dict[str, Any] = {}
     sizes = sorted(saes)
     for w, w2 in zip(sizes[:-1], sizes[1:], strict=True):
         (na, a), (nb, b) = saes[w], saes[w2]
-        co = coactivation(codes(na, a), codes(nb, b)) if codes else None
         da, db = decoder_directions(a), decoder_directions(b)
         sim = cosine_matrix(da, db)
-        tree = split_tree(da, db, coact=co, min_cosine=min_cosine, min_coactivation=min_coactivation, similarity=sim)
-        out[f"{w}->{w2}"] = {**tree.counts(), "mmcs_small_to_large": round(float(sim.max(axis=1).mean()), 4),
+        trees = two_trees(da, db, codes(na, a) if codes else None, codes(nb, b) if codes else None,
+                          min_cosine=min_cosine, min_coactivation=min_coactivation, similarity=sim)
+        out[f"{w}->{w2}"] = {**{k: t.counts() for k, t in trees.items()},
+                             "mmcs_small_to_large": round(float(sim.max(axis=1).mean()), 4),
                              "mmcs_large_to_small": round(float(sim.max(axis=0).mean()), 4),
                              "large_with_small_match_0.7": round(float((sim.max(axis=0) >= 0.7).mean()), 4),
                              "chance_mmcs_large_to_small": round(expected_max_cosine(da.shape[1], w), 4)}
     if report is not None and out:
         report.heading("Widths: more features, or the same ones split finer?", level=3)
-        report.text(f"Each feature of the wider dictionary gets the narrower feature with the closest decoder "
-                    f"direction as parent when their cosine is >= {min_cosine:g}"
-                    + (f" and the parent fires on >= {min_coactivation:g} of the child's tokens." if codes else "."))
-        report.table(pd.DataFrame([{"widths": k, **v} for k, v in out.items()]))
-        report.figure(plots.splitting_bars(out), f"{tag}splitting_widths", "small features kept, split or orphaned")
+        report.text(tree_rule(min_cosine, min_coactivation, codes is not None))
+        report.table(pd.DataFrame([{"widths": k, "view": view, **c} for k, v in out.items()
+                                   for view, c in v.items() if view.startswith("by_")]))
+        report.table(pd.DataFrame([{"widths": k, **{m: x for m, x in v.items() if not m.startswith("by_")}}
+                                   for k, v in out.items()]))
+        report.figure(plots.splitting_bars(tree_bars(out)), f"{tag}splitting_widths",
+                      "narrower features kept one-to-one, split or orphaned, by decoder and by co-activation")
     return out
 
 
 def matryoshka(name: str, sae: torch.nn.Module, standalone: Mapping[int, tuple[str, torch.nn.Module]],
                codes: Codes | None, *, min_cosine: float = 0.7, min_coactivation: float = 0.5,
                report: Any = None, tag: str = "") -> dict[str, Any]:
-    """Nested prefixes: refinements among each prefix's new latents, and each prefix against
-    the standalone dictionary of the same width."""
-    prefixes = list(getattr(sae, "prefixes", []) or [])
+    """Nested prefixes: refinements among each prefix's new latents (both views), and each
+    prefix against the standalone dictionary of the same width."""
+    prefixes = sorted(int(p) for p in (getattr(sae, "prefixes", []) or []))
     full = codes(name, sae) if codes else None
-    trees = nested_trees(decoder_directions(sae), prefixes, full, min_cosine=min_cosine,
-                         min_coactivation=min_coactivation)
-    out: dict[str, Any] = {"prefixes": prefixes, "nested": {f"{p}->{q}": t.counts() for (p, q), t in trees.items()}}
-    vs = {}
     dec = unit_rows(sae.W_dec)
+    nested = {}
+    for p, q in zip(prefixes[:-1], prefixes[1:], strict=True):
+        trees = two_trees(dec[:p], dec[p:q], None if full is None else full[:, :p], None if full is None else full[:, p:q],
+                          min_cosine=min_cosine, min_coactivation=min_coactivation, child_offset=p)
+        nested[f"{p}->{q}"] = {k: t.counts() for k, t in trees.items()}
+    out: dict[str, Any] = {"prefixes": prefixes, "nested": nested}
+    if full is not None:
+        fires = np.diff(full.tocsc().indptr)
+        out["never_fire_on_sample_per_block"] = {f"{lo}-{hi}": round(float((fires[lo:hi] == 0).mean()), 4)
+                                                 for lo, hi in zip([0, *prefixes[:-1]], prefixes, strict=True)}
+    vs = {}
     for p in prefixes:
         if p in standalone:
             sim = cosine_matrix(dec[:p], decoder_directions(standalone[p][1]))
@@ -130,13 +175,14 @@ def matryoshka(name: str, sae: torch.nn.Module, standalone: Mapping[int, tuple[s
     out["prefix_vs_standalone"] = vs
     if report is not None:
         report.heading("Matryoshka: nested prefixes", level=3)
-        report.table(pd.DataFrame([{"prefixes": k, **v} for k, v in out["nested"].items()]),
-                     caption="children of each prefix's features among the latents the next prefix adds")
+        report.text("Children of each prefix's features among the latents the next prefix adds. "
+                    + tree_rule(min_cosine, min_coactivation, codes is not None))
+        report.table(pd.DataFrame([{"prefixes": k, "view": view, **c} for k, v in nested.items() for view, c in v.items()]))
         if vs:
             report.table(pd.DataFrame([{"prefix": k, **v} for k, v in vs.items()]),
                          caption="each prefix against the standalone TopK SAE of that width")
-        report.figure(plots.splitting_bars(out["nested"]), f"{tag}splitting_matryoshka",
-                      "prefix features refined (1 or more children) or not")
+        report.figure(plots.splitting_bars(tree_bars(nested)), f"{tag}splitting_matryoshka",
+                      "prefix features refined (one or more children among the next prefix's latents) or not")
     return out
 
 
@@ -157,7 +203,7 @@ def stitching(pairs: Sequence[tuple[str, torch.nn.Module, str, torch.nn.Module]]
         report.text(next(iter(objs.values())).summary["rule"] + f"; swaps join latents at decoder cosine >= {swap_cosine:g}.")
         report.table(pd.DataFrame([{"pair": k, **{c: v[c] for c in ("n_novel", "n_reconstruction", "n_dead",
                                                                       "novel_frac_of_live", "cosine_proxy_agreement",
-                                                                      "mse_small", "mse_large")}}
+                                                                      "n_swaps_made", "mse_small", "mse_large")}}
                                    for k, v in out.items()]))
         report.figure(family_figure(objs), f"{tag}stitching", "stitched families: error against L0, with the originals")
     return out, objs
@@ -175,8 +221,9 @@ def family_figure(objs: Mapping[str, StitchResult]):
             part = fam[fam["stage"] == stage]
             ax.plot(part["l0"], part["fvu"], ls="none", marker=marker, ms=3, color=line.get_color())
         seen.update(res.originals)
-    for name, pt in sorted(seen.items(), key=lambda kv: kv[1]["l0"]):
-        ax.scatter([pt["l0"]], [pt["fvu"]], marker="*", s=120, zorder=5, label=name)
+    widths = {name.split("(")[-1].rstrip(")"): pt for name, pt in seen.items()}  # "small (1024)" -> "1024"
+    for width, pt in sorted(widths.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
+        ax.scatter([pt["l0"]], [pt["fvu"]], marker="*", s=120, zorder=5, label=f"SAE {width} (original)")
     ax.set_xlabel("L0 (held-out); circles: novel latents added, squares: reconstruction latents swapped in")
     ax.set_ylabel("FVU (held-out)")
     ax.legend(fontsize=7)

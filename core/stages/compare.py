@@ -127,17 +127,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def splitting(cc, small, large, codes, small_name, run_dir, results):
-    from core.compare import coactivation, split_tree
     from core.compare.matching import decoder_directions
+    from core.compare.universality import two_trees
 
     large_name = "b" if small_name == "a" else "a"
-    co = coactivation(codes[small_name], codes[large_name]) if codes else None
-    tree = split_tree(decoder_directions(small), decoder_directions(large), coact=co,
-                      min_cosine=float(cc["child_cosine"]), min_coactivation=float(cc["child_coactivation"]))
+    trees = two_trees(decoder_directions(small), decoder_directions(large), codes.get(small_name),
+                      codes.get(large_name), min_cosine=float(cc["child_cosine"]),
+                      min_coactivation=float(cc["child_coactivation"]))
+    tree = trees["by_decoder"]
     write_tsv(tree.table(), run_dir / "splitting.tsv")
     results["splitting"] = {"small": small_name, **tree.counts(), "child_cosine": cc["child_cosine"],
                             "child_coactivation": cc["child_coactivation"] if codes else None,
                             "table": str(run_dir / "splitting.tsv")}
+    if "by_coactivation" in trees:
+        write_tsv(trees["by_coactivation"].table(), run_dir / "splitting_by_coactivation.tsv")
+        results["splitting"]["by_coactivation"] = trees["by_coactivation"].counts()
     return tree
 
 
