@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {"samples": None, "fasta": None, "reader": None, "on_
                             "limit": None,
                             "hooks": None, "layers": None, "site": "hook_resid_post", "out_dir": "activations",
                             "batch_tokens": 8192, "max_batch": 256, "positions": "all", "drop_special": True,
-                            "dtype": "float32", "shard_tokens": 65536, "sort_window": 2048}
+                            "dtype": "bfloat16", "shard_tokens": 65536, "sort_window": 2048}
 
 
 CONF_DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "harvest" / "default.yaml"
