@@ -24,8 +24,9 @@ def comparison_table(headlines: dict[str, dict[str, dict[str, float | None]]]) -
 
 
 def markdown(table: pd.DataFrame) -> str:
+    """A markdown table, the index (named after ``table.index.name``) as its first column."""
     cols = list(table.columns)
-    lines = ["| dictionary | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines = [f"| {table.index.name or ''} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in table.iterrows():
         cells = ["" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
