@@ -16,6 +16,7 @@ models), sit side by side as ``[batch, d_1 + ... + d_S]``; one store gives ``[ba
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from core.errors import ConfigError, DataError, ShapeError
 from core.store.pairing import check_rows_align, check_sources_align
 from core.store.reader import ActivationStore
+from core.store.resumable import ResumableLoader
 from core.store.split import holdout_mask
 
 StoreLike = str | Path | ActivationStore
@@ -105,9 +107,14 @@ class StoreStream(IterableDataset):
         self.epoch = 0
         self.buffer: ShuffleBuffer | None = None
         self._rows_per_shard: list[int] | None = None
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """The next pass replays pass ``epoch`` and drops its first ``batches`` batches (a resume)."""
+        self.epoch, self._skip = int(epoch), int(batches)
 
     def _read_group(self, stores: Sequence[ActivationStore], index: int, first: dict | None,
                     keep: torch.Tensor | None) -> tuple[torch.Tensor, dict, torch.Tensor]:
@@ -199,15 +206,11 @@ class StoreStream(IterableDataset):
         rank, world, wid, nworkers = self._slots()
         units = order[rank * nworkers + wid::world * nworkers]
         self.epoch += 1
+        skip, self._skip = -(-max(0, self._skip - wid) // nworkers), 0  # DataLoader workers take turns
         batches = self._shuffled(units, generator) if self.shuffle else self._sequential(units)
-        if world == 1:
-            yield from batches
-            return
-        cap = self.equal_batches_cap(order)
-        for i, batch in enumerate(batches):
-            if i >= cap:
-                break
-            yield batch
+        if world > 1:
+            batches = itertools.islice(batches, self.equal_batches_cap(order))
+        yield from itertools.islice(batches, skip, None)
 
     def _shuffled(self, units: list[int], generator: torch.Generator) -> Iterator[torch.Tensor]:
         self.buffer = ShuffleBuffer(self.buffer_tokens, generator)
@@ -359,7 +362,9 @@ class ActivationDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_stream)
+        """Resumable: a run killed mid-pass continues with the batch after its checkpoint."""
+        return ResumableLoader(self.train_stream, owner=self, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_stream)

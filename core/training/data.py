@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from core.store.resumable import ResumableLoader
+
 
 class _Batches(IterableDataset):
     def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch_size: int, shuffle: bool,
@@ -18,13 +20,18 @@ class _Batches(IterableDataset):
         super().__init__()
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
         self.epoch = 0
+        self._skip = 0
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        self.epoch, self._skip = int(epoch), int(batches)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         n = self.x.shape[0]
         order = torch.randperm(n, generator=g) if self.shuffle else None
-        for i in range(0, n, self.batch_size):
+        skip, self._skip = self._skip, 0
+        for i in range(skip * self.batch_size, n, self.batch_size):
             if not self.shuffle:  # a view, no gather copy
                 j = slice(i, i + self.batch_size)
                 yield self.x[j] if self.y is None else (self.x[j], self.y[j])
@@ -52,7 +59,7 @@ class TensorDataModule(L.LightningDataModule):
         return None if self.y is None else self.y[:n_tokens]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_stream, batch_size=None)
+        return ResumableLoader(self.train_stream, owner=self)
 
     def val_dataloader(self) -> DataLoader:
         data = self.val if self.val is not None else self.x[: self.batch_size]
