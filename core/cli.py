@@ -65,7 +65,7 @@ def record_config(cfg: DictConfig, run_dir: Path, *, replace: bool) -> None:
 
 def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run the stage named by ``cfg.stage`` or, when it is null, the whole case study."""
-    from core.runtime import configure_runtime
+    from core.runtime import configure_runtime, is_global_zero
 
     configure_runtime(cfg)
     t0 = time.time()
@@ -86,8 +86,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results = dict(results or {})
     results.setdefault("run", {})
     results["run"].update({"name": name, "seconds": round(time.time() - t0, 1)})
-    write_json(run_dir / "results.json", results)
-    log.info("wrote %s", run_dir / "results.json")
+    if is_global_zero():  # the other processes of a DDP run return the same results without writing them
+        write_json(run_dir / "results.json", results)
+        log.info("wrote %s", run_dir / "results.json")
     return results
 
 

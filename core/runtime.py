@@ -23,3 +23,19 @@ def resolve_device(spec: str | None) -> torch.device:
     if spec in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
+
+
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 of its run (always, outside multi-process runs).
+
+    Under Lightning DDP every process runs the same command; only rank 0 may write the run's
+    shared files (results.json). Read from torch.distributed when a group is up, else from the
+    variables launchers set (Lightning's LOCAL_RANK/NODE_RANK, torchrun's RANK, SLURM_PROCID)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(var, 0) or 0) != 0:
+            return False
+    return True

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from core.dictionaries.base import Dictionary, DictionaryConfig, build_dictionary
 from core.errors import ConfigError
+from core.training.distributed import RankAgreement, planned_world_size
 from core.training.init import activation_scale, fit_encoder_scale, init_from_sample
 from core.training.module import DictionaryModule
 
@@ -162,7 +163,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         L.seed_everything(int(seed), workers=True, verbose=False)
     sae = build_dictionary(sae_cfg)
     batch_size = int(batch_size or getattr(datamodule, "batch_size", 4096))
-    max_steps = max(1, int(total_tokens) // batch_size)
+    world = planned_world_size(trainer_cfg)  # total_tokens count over all DDP processes
+    max_steps = max(1, int(total_tokens) // (batch_size * world))
 
     x0, y0 = sample_for_init(datamodule, init_tokens)
     x0, y0 = x0.cpu(), None if y0 is None else y0.cpu()  # data already on a GPU: initialise where the SAE is built
@@ -185,8 +187,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     module = DictionaryModule(sae, lr=lr, total_steps=max_steps, scale=scale, target_scale=target_scale,
                               warmup_steps=warmup_steps, decay_fraction=decay_fraction,
                               dead_after_tokens=dead_after_tokens, optimizer=optimizer, compile=compile)
-    meter = _Throughput()
-    trainer = build_trainer(trainer_cfg or {}, out_dir, max_steps, [meter, *(callbacks or [])])
+    meter, ranks = _Throughput(), RankAgreement()
+    trainer = build_trainer(trainer_cfg or {}, out_dir, max_steps, [meter, ranks, *(callbacks or [])])
     if ckpt_path is None and (out_dir / "checkpoints" / "last.ckpt").exists():
         ckpt_path = out_dir / "checkpoints" / "last.ckpt"
         log.info("resuming from %s", ckpt_path)
@@ -215,6 +217,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "metrics": metrics,
     }
+    if ranks.report is not None:
+        summary["distributed"] = ranks.report
     if save and trainer.is_global_zero:
         from core.checkpoint import save_sae
 
