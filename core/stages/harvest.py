@@ -3,7 +3,8 @@
 Samples come from ``cfg.harvest.samples`` (a ``_target_`` that returns a list of Sample:
 a domain plugin's loader), or from a FASTA file (``harvest.fasta``) or a text file with one
 prompt per line (``harvest.texts``). Stores go to ``<run_dir>/<harvest.out_dir>/<hook>/``;
-re-running the same command resumes an interrupted harvest.
+re-running the same command resumes an interrupted harvest. ``harvest.parallel.devices=N``
+runs it on N processes (Lightning's predict loop under DDP; ``core.harvest.parallel``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         stores = harvest(adapter, samples, hooks, out, batch_tokens=int(hc["batch_tokens"]),
                          max_batch=int(hc["max_batch"]), positions=str(hc["positions"]),
                          drop_special=bool(hc["drop_special"]), dtype=str(hc["dtype"]),
-                         shard_tokens=int(hc["shard_tokens"]), sort_window=int(hc["sort_window"]))
+                         shard_tokens=int(hc["shard_tokens"]), sort_window=int(hc["sort_window"]),
+                         parallel=hc.get("parallel"))
     except DataError as err:
         source = hc.get("fasta") or hc.get("texts")
         if err.path or not source:
