@@ -19,7 +19,12 @@ def planted_tokens(n_tokens: int, d: int = 16, n_features: int = 48, k: int = 3,
     directions = torch.nn.functional.normalize(torch.randn(n_features, d, generator=g), dim=1)
     idx = torch.randint(0, n_features, (n_tokens, k), generator=g)  # with replacement: fast at any size
     mags = 0.5 + torch.rand(n_tokens, k, generator=g)
-    x = (mags[..., None] * directions[idx]).sum(1)
+    chunks = []
+    for lo in range(0, n_tokens, 8192):  # dense codes a chunk at a time, then one matmul
+        codes = torch.zeros(min(8192, n_tokens - lo), n_features)
+        codes.scatter_add_(1, idx[lo:lo + 8192], mags[lo:lo + 8192])
+        chunks.append(codes @ directions)
+    x = torch.cat(chunks)
     return x, directions
 
 
