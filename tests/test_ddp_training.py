@@ -71,7 +71,9 @@ def runs(store, tmp_path_factory) -> dict[str, Path]:
 def test_ddp_trains_the_same_sae_as_one_process(store, runs):
     one = json.loads((runs["one"] / "results.json").read_text())["train"]
     ddp = json.loads((runs["ddp"] / "results.json").read_text())["train"]
-    assert one["steps"] == ddp["steps"] == 60 and one["tokens"] == ddp["tokens"] == TOTAL
+    assert one["steps"] == ddp["steps"] == 60 and ddp["tokens"] == TOTAL
+    # one process ends each pass with a short batch; DDP ranks stop at the same full batch
+    assert TOTAL - 3 * 512 < one["tokens"] <= TOTAL
     fvu_one, fvu_ddp = _fvu(store, runs["one"] / "sae"), _fvu(store, runs["ddp"] / "sae")
     assert fvu_one < 0.5  # it learned the planted features, so the comparison means something
     assert abs(fvu_one - fvu_ddp) <= FVU_TOLERANCE, (fvu_one, fvu_ddp)
@@ -81,7 +83,8 @@ def test_ddp_trains_the_same_sae_as_one_process(store, runs):
     assert dist["world_size"] == 2
     assert dist["decoder_norm_max_diff_across_ranks"] == 0.0
     assert dist["state_fingerprint_max_diff_across_ranks"] == 0.0
-    # dead-latent counters are summed over ranks each step, so both ranks count the same latents dead
+    # the fingerprint covers buffers too: tokens_since_fired (the dead-latent counters, summed over
+    # ranks each step) is the same on both ranks although each rank saw other tokens
     assert len(set(dist["dead_latents_per_rank"])) == 1
     assert ddp["dead_frac"] * 64 == dist["dead_latents_per_rank"][0]
 
