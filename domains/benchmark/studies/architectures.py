@@ -12,10 +12,10 @@ Two legs, each one store of one layer:
 
 Matched L0: TopK, BatchTopK and Matryoshka use ``k`` = ``target_l0`` by construction; JumpReLU
 starts as TopK with that ``k`` and then pulls its L0 towards ``target_l0`` (quadratic penalty);
-ReLU and gated get the L1 coefficient interpolated (log-log) from two short calibration runs
-to hit ``target_l0``. The achieved held-out L0 is in the table. Each dictionary's concepts
-explainer reads its own enrichment table (``core.enrich``, validation split), and the
-autointerp evaluation scores it with the model-free concept AUROC on the test split.
+ReLU and gated search the L1 coefficient with full-length runs (two starting values, then
+secant steps on log L0, ``l1_search_runs`` in all) and keep the run nearest ``target_l0``.
+The achieved held-out L0 is in the table. Each dictionary's concepts explainer reads its own
+enrichment table (``core.enrich``, validation split), and the autointerp evaluation scores it with the model-free concept AUROC on the test split.
 """
 
 from __future__ import annotations
@@ -95,8 +95,44 @@ def _held_out_l0(sae: Any, store: Any) -> float:
     return float(evaluate_dictionary(sae, dm.val_dataloader())["l0"])
 
 
-def train_matched(arch: str, store: Any, out: Path, cs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def l1_search(store: Any, out: Path, base: dict[str, Any], starts: list[float], target: float,
+              max_runs: int) -> tuple[float, dict[float, float]]:
+    """Full-length runs at L1 coefficients from two starting values, then secant steps on log L0
+    against log coefficient; returns the coefficient whose held-out L0 is nearest the target (in
+    log) and every tried coefficient's L0. Short calibration runs mislead here: an L1 dictionary's
+    L0 keeps moving over the first passes, so only runs as long as the final one are compared."""
+    from domains.protein.pipeline import train_layer
+
+    tried: dict[float, float] = {}
+
+    def trial(c: float) -> None:
+        sae, _ = train_layer(store, out / f"l1_{c:.4g}", {**base, "l1_coefficient": c})
+        tried[c] = max(_held_out_l0(sae, store), 1e-3)
+
+    for c in starts:
+        trial(float(f"{float(c):.4g}"))
+    dist = lambda c: abs(math.log(tried[c]) - math.log(target))  # noqa: E731
+    while len(tried) < max_runs:
+        c1, c2 = sorted(tried, key=dist)[:2]
+        slope = (math.log(tried[c2]) - math.log(tried[c1])) / (math.log(c2) - math.log(c1))
+        if slope > -1e-3:  # L0 does not fall with the coefficient: move away from the nearest by 4x
+            step = math.log(4) * (1 if tried[c1] > target else -1)
+        else:
+            step = (math.log(target) - math.log(tried[c1])) / slope
+        step = min(max(step, -math.log(16)), math.log(16))
+        c = float(f"{c1 * math.exp(step):.4g}")
+        if c in tried:
+            break
+        trial(c)
+    return min(tried, key=dist), tried
+
+
+def train_matched(arch: str, store: Any, out: Path, cs: dict[str, Any],
+                  leg: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """One architecture at the target L0 (see the module docstring for how each is matched)."""
+    import shutil
+
+    from core.checkpoint import load_sae
     from domains.protein.pipeline import train_layer
 
     k = int(cs["target_l0"])
@@ -113,15 +149,16 @@ def train_matched(arch: str, store: Any, out: Path, cs: dict[str, Any]) -> tuple
         base.update({"k": k, "target_l0": float(k)})
         how = "topk warm-up then target_l0"
     else:
-        lo, hi = (float(c) for c in cs["l1_calibration"][arch])
-        l0s = {}
-        for c in (lo, hi):
-            sae, _ = train_layer(store, out / f"calib_{c:g}", {**base, "l1_coefficient": c, "epochs": 1})
-            l0s[c] = max(_held_out_l0(sae, store), 1e-3)
-        slope = (math.log(l0s[hi]) - math.log(l0s[lo])) / (math.log(hi) - math.log(lo))
-        step = (math.log(k) - math.log(l0s[lo])) / slope if slope < -1e-6 else math.log(hi / lo)
-        base["l1_coefficient"] = float(lo * math.exp(min(max(step, math.log(1 / 16)), math.log(16 * hi / lo))))
-        how = f"L1 {base['l1_coefficient']:.3g} from L0 {l0s[lo]:.1f} at {lo:g} and {l0s[hi]:.1f} at {hi:g}"
+        starts = ((leg or {}).get("l1_start") or {}).get(arch) or cs["l1_calibration"][arch]
+        best, tried = l1_search(store, out, base, list(starts), float(k), int(cs.get("l1_search_runs", 3)))
+        how = f"L1 {best:.4g} of " + ", ".join(f"{c:.4g} (L0 {v:.1f})" for c, v in sorted(tried.items()))
+        src = out / f"l1_{best:.4g}"
+        if (out / "sae").exists():
+            shutil.rmtree(out / "sae")
+        shutil.copytree(src / "sae", out / "sae")
+        summary = read_json(src / "training.json")
+        write_json(out / "training.json", {**summary, "matched_by": how})
+        return load_sae(out / "sae"), {"matched_by": how, "seconds": summary.get("seconds")}
     sae, summary = train_layer(store, out, base)
     return sae, {"matched_by": how, "seconds": summary.get("seconds")}
 
@@ -144,7 +181,7 @@ def run_leg(name: str, leg: dict[str, Any], cs: dict[str, Any], out: Path) -> di
     store = prep["store"]
     folders, matched = [], {}
     for arch in cs["architectures"]:
-        sae, info = train_matched(arch, store, out / arch, cs)
+        sae, info = train_matched(arch, store, out / arch, cs, leg)
         enrich_for(sae, store, prep["concepts"], out / arch / "enrichment")
         folders.append(str(out / arch / "sae"))
         matched[arch] = info
