@@ -61,14 +61,14 @@ def layer_hooks(layers: Sequence[int], n_layers: int, site: str = "hook_resid_po
 
 
 def harvest_layers(adapter: Any, records: Sequence[ProteinRecord], hooks: Sequence[str], out_dir: Path, *,
-                   batch_tokens: int, dtype: str = "float32") -> dict[str, Any]:
+                   batch_tokens: int, dtype: str = "float32", shard_tokens: int = 65536) -> dict[str, Any]:
     """Residue activations at ``hooks`` (sample ``i`` = ``records[i]``; specials dropped), stored
     as ``dtype`` (readers always hand out float32)."""
     from core.harvest import harvest
 
     samples = [r.to_sample() for r in records]
     return harvest(adapter, samples, list(hooks), out_dir, batch_tokens=int(batch_tokens), positions="all",
-                   drop_special=True, dtype=dtype)
+                   drop_special=True, dtype=dtype, shard_tokens=int(shard_tokens))
 
 
 def split_and_harvest(records: Sequence[ProteinRecord], split_cfg: Any, model_cfg: Any, study: Any,
@@ -89,7 +89,8 @@ def split_and_harvest(records: Sequence[ProteinRecord], split_cfg: Any, model_cf
     with timer("harvest"):
         stores = harvest_layers(adapter, records, hooks, Path(run_dir) / "activations",
                                 batch_tokens=int(study.harvest_batch_tokens),
-                                dtype=str(study.get("harvest_dtype") or "float32"))
+                                dtype=str(study.get("harvest_dtype") or "float32"),
+                                shard_tokens=int(study.get("harvest_shard_tokens") or 65536))
     return table, splits, hooks, stores
 
 
