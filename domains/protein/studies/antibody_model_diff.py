@@ -73,7 +73,7 @@ def enrich(cc: Any, stores: list[Any], cm: Any, splits: dict[int, str], out: Pat
 
 def model_diff(stores: dict, cs: DictConfig, cm: Any, splits: dict, labels: pd.DataFrame, run_dir: Path,
                timer: Timer) -> tuple[dict[str, Any], pd.DataFrame]:
-    from core.diff import Cutoffs
+    from core.diff import Cutoffs, class_counts, classify
     from core.diff.concepts import class_concepts
     from core.diff.run import diff_crosscoder
 
@@ -90,6 +90,10 @@ def model_diff(stores: dict, cs: DictConfig, cm: Any, splits: dict, labels: pd.D
         enrich(cc, pair, cm, splits, out / "enrichment", cs.enrich, labels)
     summary["concepts_before_scaling"] = class_concepts(out / "enrichment", latents["class"])
     summary["concepts_after_scaling"] = class_concepts(out / "enrichment", latents["class_after_scaling"])
+    side = Cutoffs(**{**cs.diff.side_cutoffs})  # descriptive: which model a latent leans towards
+    sides = np.where(latents["class"] == "dead", "dead", classify(latents["relative_norm"].to_numpy(), side))
+    summary["by_side"] = {"cutoffs": dataclasses.asdict(side), "counts": class_counts(sides),
+                          "concepts": class_concepts(out / "enrichment", sides)}
     summary["training"] = {k: train.get(k) for k in ("steps", "tokens", "seconds", "dead_frac", "tokens_per_s")}
     summary["layers"] = {names[0]: int(cs.source_a.layer), names[1]: int(cs.source_b.layer)}
     return summary, latents

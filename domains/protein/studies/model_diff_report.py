@@ -42,6 +42,11 @@ def write_report(run_dir: Path, cs: DictConfig, diff: dict[str, Any], latents: p
     rep.table(concept_table(diff["concepts_before_scaling"]), caption="relative-norm classes (test F1 / AUROC of the "
               "class's latent chosen on validation)")
     rep.table(concept_table(diff["concepts_after_scaling"]), caption="classes after Latent Scaling")
+    if "by_side" in diff:
+        c = diff["by_side"]["cutoffs"]
+        rep.table(concept_table(diff["by_side"]["concepts"]),
+                  caption=f"descriptive split: leaning to {a} (r < {c['a_only']}), shared ({c['shared_low']}-"
+                          f"{c['shared_high']}), leaning to {b} (r > {c['b_only']})")
     if depth is not None and shares is not None:
         names = [f"L{x}" for x in depth["layers"]]
         rep.heading(f"Across {a}'s layers")
