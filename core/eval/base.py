@@ -11,6 +11,7 @@ table of several dictionaries.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -56,7 +57,7 @@ class EvalContext:
         return datamodule_from(self.data, self.run_dir)
 
 
-class Eval:
+class Eval(ABC):
     """One evaluation: ``Config`` (a dataclass of its options) and ``run``."""
 
     name: ClassVar[str]
@@ -71,8 +72,9 @@ class Eval:
                               fix=f"valid options under evaluate.{self.name} are {sorted(known)}")
         self.config = self.Config(**options)
 
+    @abstractmethod
     def run(self, ctx: EvalContext) -> EvalResult:
-        raise NotImplementedError
+        """Measure the context's dictionaries and return one typed result."""
 
 
 EVALS: dict[str, str] = {  # name -> "module:class", imported only when asked for

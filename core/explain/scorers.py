@@ -19,6 +19,7 @@ whose answer is not a yes/no are counted and left out; the rest are scored.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ FUZZ_SYSTEM = ("You check whether the tokens marked <<like this>> in a text exce
                "of a hidden neural-network feature refers to.")
 
 
-class JudgeScorer:
+class JudgeScorer(ABC):
     """Shared machinery: build labelled prompts, ask the judge, score the answers."""
 
     name = "judge"
@@ -86,8 +87,9 @@ class JudgeScorer:
     def __init__(self, client: ChatClient, text: TokenText, *, seed: int = 0, max_items: int | None = None) -> None:
         self.client, self.text, self.seed, self.max_items = client, text, int(seed), max_items
 
+    @abstractmethod
     def items(self, record: FeatureRecord) -> list[tuple[str, int]]:
-        raise NotImplementedError
+        """The (excerpt, label) pairs this scorer asks the judge about for one feature."""
 
     def question(self, explanation: str, excerpt: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system},
