@@ -27,16 +27,18 @@ def _spans(store: ActivationStore) -> list[tuple[int, int]]:
     return list(dict.fromkeys([(offsets[0], offsets[1]), (offsets[-2], offsets[-1])]))
 
 
+def _refuse_misaligned(stores: Sequence[ActivationStore], difference, what: str, fix: str) -> None:
+    """Raise a DataError naming the first store whose rows ``difference`` finds unlike the first one's."""
+    base = stores[0] if stores else None
+    for other in stores[1:]:
+        why = difference(base, other)
+        if why:
+            raise DataError(f"this {what} {base.root} ({why})", path=str(other.root), fix=fix)
+
+
 def check_rows_align(stores: Sequence[ActivationStore], role: str = "target") -> None:
     """Raise a DataError naming the store whose rows differ from the first store's."""
-    if len(stores) < 2:
-        return
-    base = stores[0]
-    for other in stores[1:]:
-        why = _difference(base, other)
-        if why:
-            raise DataError(f"this {role} store does not line up with the input store {base.root} ({why})",
-                            path=str(other.root), fix=FIX)
+    _refuse_misaligned(stores, _difference, f"{role} store does not line up with the input store", FIX)
 
 
 def _difference(base: ActivationStore, other: ActivationStore) -> str | None:
@@ -60,14 +62,7 @@ def check_sources_align(stores: Sequence[ActivationStore]) -> None:
     """Refuse stacked input stores (a crosscoder's sources) whose rows are not the same tokens:
     different token counts, different samples, different alignment records, or, without
     records, different (sample, position) columns in the first and last shards."""
-    if len(stores) < 2:
-        return
-    base = stores[0]
-    for other in stores[1:]:
-        why = _source_difference(base, other)
-        if why:
-            raise DataError(f"this source store does not line up with {base.root} ({why})", path=str(other.root),
-                            fix=SOURCES_FIX)
+    _refuse_misaligned(stores, _source_difference, "source store does not line up with", SOURCES_FIX)
 
 
 def _source_difference(base: ActivationStore, other: ActivationStore) -> str | None:
