@@ -19,12 +19,15 @@ class Scratch:
     def __init__(self) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
 
-    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device, reused while those match."""
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` on ``like``'s device, of ``dtype`` (default
+        ``like``'s), reused while those match."""
+        dtype = dtype or like.dtype
         t = self._tensors.get(name)
-        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != like.dtype or t.device != like.device:
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != like.device:
             self._tensors.pop(name, None)
-            t = self._tensors[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+            t = self._tensors[name] = torch.empty(shape, dtype=dtype, device=like.device)
         return t
 
     def __deepcopy__(self, memo) -> Scratch:

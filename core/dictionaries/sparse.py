@@ -172,8 +172,9 @@ class _GatherPreactivation(torch.autograd.Function):
         if need_x:
             grad_x = _bag(active.cols, W_enc.t().contiguous(), active.row_offsets, grad).to(xc.dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            grad_b = torch.zeros(active.n_cols, dtype=grad.dtype, device=grad.device)
-            grad_b.index_add_(0, active.cols, grad)
+            acc = torch.promote_types(grad.dtype, torch.float32)  # bf16 values: sum in fp32
+            grad_b = torch.zeros(active.n_cols, dtype=acc, device=grad.device)
+            grad_b.index_add_(0, active.cols, grad.to(acc))
         if need_center:
             grad_center = -(grad_x.sum(0) if need_x else W_enc @ grad_b.to(W_enc.dtype))
         if ctx.needs_input_grad[2]:

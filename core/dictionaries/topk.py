@@ -78,11 +78,24 @@ class TopKFamily(Dictionary):
         self._scratch = Scratch()
 
     def _preactivation_out(self, n_rows: int) -> torch.Tensor | None:
-        """The reused ``[n_rows, d_sae]`` tensor for ``addmm(out=...)``, or None to allocate."""
+        """The reused ``[n_rows, d_sae]`` tensor for ``addmm(out=...)``, or None to allocate.
+
+        Its dtype is the autocast compute dtype when CPU autocast is on (``bf16-mixed``):
+        ``addmm(out=...)`` into an fp32 tensor would silently run the product in fp32."""
         if (not self.reuse_preactivations or not self.training or self.W_enc.device.type != "cpu"
                 or torch.compiler.is_compiling()):
             return None
-        return self._scratch.get("pre", (n_rows, self.cfg.d_sae), self.W_enc)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else self.W_enc.dtype
+        return self._scratch.get("pre", (n_rows, self.cfg.d_sae), self.W_enc, dtype=dtype)
+
+    def encoder_preactivation(self, xin: torch.Tensor) -> torch.Tensor:
+        """``xin @ W_enc + b_enc`` (no gradient), into the reused tensor where there is one; its
+        dtype is what autocast would give (the operands are cast to the buffer's dtype)."""
+        out = self._preactivation_out(xin.shape[0])
+        if out is None:
+            return torch.addmm(self.b_enc, xin, self.W_enc)
+        dt = out.dtype
+        return torch.addmm(self.b_enc.to(dt), xin.to(dt), self.W_enc.to(dt), out=out)
 
     def current_k(self, progress: float) -> int:
         """``k`` for this point of training: annealed linearly from ``k_anneal_from`` if set."""
@@ -124,8 +137,7 @@ class TopKFamily(Dictionary):
             xc = self.flatten_input(x).to(self.W_enc.dtype)
             center = self.b_dec if self.subtracts_b_dec else None
             with torch.no_grad():
-                pre = torch.addmm(self.b_enc, xc if center is None else xc - center, self.W_enc,
-                                  out=self._preactivation_out(xc.shape[0]))
+                pre = self.encoder_preactivation(xc if center is None else xc - center)
                 active = self.select(pre, k)
             vals = torch.relu(gather_preactivation(xc, self.W_enc, self.b_enc, pre, active, center=center))
             f = None

@@ -23,6 +23,7 @@ from core.errors import ConfigError
 from core.training.distributed import RankAgreement, planned_world_size
 from core.training.init import activation_scale, fit_encoder_scale, init_from_sample
 from core.training.module import DictionaryModule
+from core.training.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,15 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
     from core.training.module import default_lr
 
     lr = lr or default_lr(sae.cfg.d_sae, sae.cfg.architecture, optimizer)
+    trainer_cfg = dict(trainer_cfg or {})
+    precision, why = resolve_precision(trainer_cfg.get("precision", "32-true"), trainer_cfg.get("accelerator", "auto"))
+    trainer_cfg["precision"] = precision
+    log.info("training precision: %s (%s)", precision, why)
     module = DictionaryModule(sae, lr=lr, total_steps=max_steps, scale=scale, target_scale=target_scale,
                               warmup_steps=warmup_steps, decay_fraction=decay_fraction,
                               dead_after_tokens=dead_after_tokens, optimizer=optimizer, compile=compile)
     meter, ranks = _Throughput(), RankAgreement()
-    trainer = build_trainer(trainer_cfg or {}, out_dir, max_steps, [meter, ranks, *(callbacks or [])])
+    trainer = build_trainer(trainer_cfg, out_dir, max_steps, [meter, ranks, *(callbacks or [])])
     if ckpt_path is None and (out_dir / "checkpoints" / "last.ckpt").exists():
         ckpt_path = out_dir / "checkpoints" / "last.ckpt"
         log.info("resuming from %s", ckpt_path)
@@ -207,6 +212,8 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         "steps": int(trainer.global_step),
         "optimizer": optimizer,
         "lr": lr,
+        "precision": precision,
+        "precision_reason": why,
         "tokens": int(module.tokens_seen),
         "seconds": round(getattr(meter, "seconds", 0.0), 2),
         "tokens_per_s": round(meter.tokens / meter.seconds, 1) if getattr(meter, "seconds", 0) else None,
