@@ -28,4 +28,11 @@ if ((${#need[@]})); then
     echo "install.sh: please install the Debian packages: ${need[*]} (sudo apt-get install ${need[*]})" >&2
   fi
 fi
+# The broad English corpus (domains/text/broad.py): Debian packages' text files, downloaded
+# as .deb files alone and unpacked under the user cache (no dependencies, no root needed to read).
+if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then
+  $PY -m domains.text.broad fetch >/dev/null 2>&1 \
+    || { [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null && $PY -m domains.text.broad fetch >/dev/null; } \
+    || echo "install.sh: the broad corpus could not be fetched (python3 -m domains.text.broad fetch); the general dictionaries need it" >&2
+fi
 $PY -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
