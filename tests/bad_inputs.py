@@ -191,6 +191,9 @@ CASES = [
     Case("sae folder: cfg.json cut short", _sae_bad_json, "cfg.json"),
     Case("sae folder: weights cut short", _sae_truncated_weights, "sae_weights.safetensors"),
     Case("sae folder: cfg.json width does not match the weights", _sae_shape_mismatch, "d_sae=32 at the top"),
+    Case("corpus: the general dictionaries' corpus file does not exist",
+         lambda r: ["case_study=general_dictionaries", f"general.corpus.source={r / 'no_corpus.txt'}"],
+         "corpus file does not exist"),
     Case("config: unknown key", lambda r: ["no_such_key=1"], "no_such_key", exit_code=-1),
     Case("config: unknown stage", lambda r: ["stage=polish"], "unknown stage 'polish'"),
 ]

@@ -422,7 +422,7 @@ def test_gender_bias_case_study_end_to_end(tmp_path):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[
-            "case_study=gender_bias", "threads=1", "case_study.sae.total_tokens=20000",
+            "case_study=gender_bias", "case_study.dictionary=study", "threads=1", "case_study.sae.total_tokens=20000",
             "case_study.sae.d_sae=1152", "case_study.probes.sae_bios_per_cell=6", "case_study.scr.bios_per_cell=24",
             "case_study.steer.feature_counts=[2,10]", "case_study.steer.add_strengths=[-1.0]",
             "case_study.steer.fluency_prompts=4", "case_study.steer.max_new_tokens=6"])

@@ -356,7 +356,8 @@ def test_case_study_runs_end_to_end_on_smollm2(tmp_path):
     import sys
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "core.cli", "case_study=personality", f"hydra.run.dir={out}",
+    cmd = [sys.executable, "-m", "core.cli", "case_study=personality", "case_study.dictionary=study",
+           f"hydra.run.dir={out}",
            "case_study.traits=[O,E]", "case_study.personas.n_questions=3", "case_study.sae.total_tokens=20000",
            "case_study.steer.strengths=[4.0]", "case_study.steer.fluency_questions=1"]
     subprocess.run(cmd, check=True, cwd=Path(__file__).parent.parent, timeout=3000)

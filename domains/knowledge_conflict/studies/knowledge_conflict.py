@@ -214,11 +214,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     group_counts = {"use_context": len(use_ctx), "use_memory": len(use_mem)}
 
     # 4. SAE on the steering layer
-    sae, sae_summary = None, {}
+    from domains.text.general import study_dictionary
+
+    sae, sae_summary, dictionary = None, {}, None
     if "spare" in st.methods or "clamp" in st.methods:
         all_prompts = [s for ss in conflict_by_variant.values() for s in ss] + \
             [s for s in samples if s.meta["conflict"] == 0]
-        sae, sae_summary = train_kc_sae(adapter, all_prompts, hook, run_dir, kc.sae)
+        sae, dictionary = study_dictionary(cfg, adapter, hook, run_dir,
+                                           lambda: train_kc_sae(adapter, all_prompts, hook, run_dir, kc.sae))
+        sae, sae_summary = sae.eval(), dictionary.get("training") or {}
         lap("train_sae")
 
     # 5. feature scores (use memory = 1, use context = 0) with top contexts
@@ -299,6 +303,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                       for r in beh_rows},
         "groups": group_counts,
         "sae": sae_summary,
+        "dictionary": dictionary,
         "features": feature_table.head(10).to_dict("records"),
         "steering": steering,
         "timings_s": timings,

@@ -133,29 +133,37 @@ def _acts_cached(path: Path, build: Callable[[], dict[str, torch.Tensor]]) -> di
 
 # ------------------------------------------------------------------ SAE and enrichment
 
-def train_or_load_sae(adapter: Any, samples: list[Sample], hook: str, run_dir: Path, cs: DictConfig):
-    """Harvest the persona answers at ``hook`` and train a dictionary on them (both resume)."""
+def train_or_load_sae(adapter: Any, samples: list[Sample], hook: str, run_dir: Path, cs: DictConfig,
+                      cfg: DictConfig):
+    """Harvest the persona answers at ``hook``; the dictionary is the general one or one trained
+    on these answers (``case_study.dictionary``; both resume)."""
     from core.checkpoint import load_sae
     from core.dictionaries.base import DictionaryConfig
     from core.harvest import harvest
     from core.store import ActivationDataModule
     from core.training import train_sae
+    from domains.text.general import study_dictionary
 
     stores = harvest(adapter, samples, [hook], run_dir / "activations", batch_tokens=int(cs.harvest_batch_tokens))
     store = stores[hook]
-    folder = run_dir / "sae_train" / "sae"
-    if (folder / "cfg.json").exists():
-        return load_sae(folder), store, {}
-    sc = cs.sae
-    cfg = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
-                           k=int(sc.k) if sc.get("k") else None)
-    root = getattr(store, "root", run_dir / "activations" / hook)
-    dm = ActivationDataModule(root, batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=0)
-    trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
-    sae, summary = train_sae(cfg, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
-                             lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
-                             metadata={"hook_name": hook, "model_name": adapter.name})
-    return sae, store, summary
+
+    def own():
+        folder = run_dir / "sae_train" / "sae"
+        if (folder / "cfg.json").exists():
+            sae = load_sae(folder)
+            return sae, (sae.metadata or {}).get("training") or {}
+        sc = cs.sae
+        dc = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
+                              k=int(sc.k) if sc.get("k") else None)
+        root = getattr(store, "root", run_dir / "activations" / hook)
+        dm = ActivationDataModule(root, batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=0)
+        trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
+        return train_sae(dc, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
+                         lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
+                         metadata={"hook_name": hook, "model_name": adapter.name})
+
+    sae, record = study_dictionary(cfg, adapter, hook, run_dir, own)
+    return sae, store, record
 
 
 def store_tokens(store: Any) -> pd.DataFrame:
@@ -290,7 +298,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timer.mark("monitor")
 
     # 6. SAE and enrichment
-    sae, store, train_summary = train_or_load_sae(adapter, samples, hook, run_dir, cs)
+    sae, store, dictionary = train_or_load_sae(adapter, samples, hook, run_dir, cs, cfg)
+    train_summary = dictionary.get("training") or {}
     timer.mark("sae")
     enrich_summary, _ = enrichment(sae, store, samples, run_dir, cs, n_q)
     feats = trait_features(run_dir / "enrich", traits, int(cs.features_per_pole))
@@ -331,6 +340,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                  steering_rows=steering_rows, steer_summary=steer_summary, contexts=contexts, features=feats,
                  samples=samples)
     timer.mark("report")
+    results["dictionary"] = dictionary
     results["timings_s"] = timer.steps
     results["cpu_s"] = timer.cpu
     results["cpu_s_total"] = round(sum(timer.cpu.values()), 1)
