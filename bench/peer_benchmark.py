@@ -245,6 +245,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--reps-of", nargs="*", default=[], metavar="LIB=N",
+                   help="fewer repetitions for slow libraries, e.g. dictionary_learning=1 (still interleaved)")
     p.add_argument("--eval-tokens", type=int, default=8192)
     p.add_argument("--train-tokens", type=int, default=131072,
                    help="distinct harvested training tokens (cycled when steps x batch is larger); 0 = no cycling")
@@ -294,9 +296,11 @@ def main() -> None:
             for d_sae in args.d_sae:
                 for precision in precisions:
                     runs: dict[str, list[dict]] = {lib: [] for lib in args.libs}
-                    for _ in range(args.reps):
+                    reps_of = {k: int(v) for k, _, v in (t.partition("=") for t in args.reps_of)}
+                    for rep in range(args.reps):
                         for lib in args.libs:
-                            runs[lib].append(run_one(lib, args, d_sae, arch, precision))
+                            if rep < reps_of.get(lib, args.reps):
+                                runs[lib].append(run_one(lib, args, d_sae, arch, precision))
                     print_defaults(arch, d_sae, precision, runs)
     if args.lr_grid:
         print(f"# shared lr grid: FVU on the first {args.eval_tokens // 2:,} held-out tokens per lr, best lr, "
