@@ -88,3 +88,20 @@ def test_bf16_training_on_cpu_keeps_fp32_parameters_and_tracks_fp32(tmp_path):
     assert fvu["32-true"] < 0.3, fvu
     assert abs(fvu["bf16-mixed"] - fvu["32-true"]) < 0.02, fvu
     assert abs(final_loss["bf16-mixed"] - final_loss["32-true"]) < 0.02 + 0.1 * final_loss["32-true"], final_loss
+
+
+def test_train_stage_defaults_to_auto_and_records_the_path(tmp_path):
+    """``stage=train`` with the default trainer config resolves ``precision: auto`` for this
+    machine and says in its results which path ran and why."""
+    from omegaconf import OmegaConf
+
+    from core.stages import train as train_stage
+    from tests.planted_store import write_planted_store
+
+    store = write_planted_store(tmp_path / "store", n_samples=64, tokens_per_sample=32, shard_tokens=1024)
+    cfg = OmegaConf.create({"seed": 0, "sae": {"architecture": "topk", "d_in": None, "d_sae": 64, "k": 3},
+                            "data": {"root": str(store), "batch_size": 256, "holdout_fraction": 0.1}})
+    out = train_stage.run(cfg, tmp_path / "run")
+    expected, why = resolve_precision("auto", "auto")
+    assert out["train"]["precision"] == expected
+    assert out["train"]["precision_reason"] == why and why.startswith("auto:")
