@@ -170,7 +170,7 @@ def ensure(adapter: Any, layers: list[int], gc: dict[str, Any], work_dir: str | 
     from core.harvest import check_layers, harvest
 
     check_corpus(gc)
-    layers = check_layers(list(layers), adapter.n_layers, "general.layers")
+    layers = check_layers(list(layers), adapter.n_layers, "case_study.layers")
     archs = list(archs or gc["architectures"])
     out: dict[tuple[int, str], dict[str, Any]] = {}
     missing: dict[int, list[str]] = {}
@@ -209,7 +209,7 @@ def ensure(adapter: Any, layers: list[int], gc: dict[str, Any], work_dir: str | 
 def general_dictionary(adapter: Any, layer: int, gc: dict[str, Any], work_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """The general dictionary a study uses at ``layer`` (``general.use`` names the architecture)."""
     arch = str(gc.get("use") or next(iter(gc["architectures"])))
-    entry = ensure(adapter, [layer], gc, work_dir, archs=[arch])[int(layer), arch]
+    entry = next(iter(ensure(adapter, [layer], gc, work_dir, archs=[arch]).values()))
     sae = entry.pop("sae")
     return sae, {"dictionary": "general", **entry}
 
