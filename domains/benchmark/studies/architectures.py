@@ -95,12 +95,39 @@ def _held_out_l0(sae: Any, store: Any) -> float:
     return float(evaluate_dictionary(sae, dm.val_dataloader())["l0"])
 
 
+def next_l1(tried: dict[float, float], target: float) -> float | None:
+    """The next L1 coefficient to try, from the held-out L0 of every tried one (L0 falls as the
+    coefficient grows). Once one run lies above the target and one below, bisect that bracket in
+    log space: L0 against the coefficient has cliffs (one run at L0 172, the next at 0.2 on
+    AntiBERTy), where secant steps overshoot. Before that, a secant step on log L0 against log
+    coefficient from the two runs nearest the target (4x away from the nearest when the slope is
+    flat or wrong), clamped to 16x. ``None`` when the nearest run is within 10% of the target or
+    the next value was already tried."""
+    dist = {c: abs(math.log(v) - math.log(target)) for c, v in tried.items()}
+    if min(dist.values()) < math.log(1.1):
+        return None
+    above = [c for c, v in tried.items() if v > target]
+    below = [c for c, v in tried.items() if v < target]
+    if above and below and max(above) < min(below):
+        c = math.sqrt(max(above) * min(below))
+    else:
+        c1, c2 = sorted(tried, key=dist.get)[:2]
+        slope = (math.log(tried[c2]) - math.log(tried[c1])) / (math.log(c2) - math.log(c1))
+        if slope > -1e-3:
+            step = math.log(4) * (1 if tried[c1] > target else -1)
+        else:
+            step = (math.log(target) - math.log(tried[c1])) / slope
+        c = c1 * math.exp(min(max(step, -math.log(16)), math.log(16)))
+    c = float(f"{c:.4g}")
+    return None if c in tried else c
+
+
 def l1_search(store: Any, out: Path, base: dict[str, Any], starts: list[float], target: float,
               max_runs: int) -> tuple[float, dict[float, float]]:
-    """Full-length runs at L1 coefficients from two starting values, then secant steps on log L0
-    against log coefficient; returns the coefficient whose held-out L0 is nearest the target (in
-    log) and every tried coefficient's L0. Short calibration runs mislead here: an L1 dictionary's
-    L0 keeps moving over the first passes, so only runs as long as the final one are compared."""
+    """Full-length runs at L1 coefficients from two starting values, then :func:`next_l1` until
+    ``max_runs``; returns the coefficient whose held-out L0 is nearest the target (in log) and
+    every tried coefficient's L0. Short calibration runs mislead here: an L1 dictionary's L0 keeps
+    moving over the first passes, so only runs as long as the final one are compared."""
     from domains.protein.pipeline import train_layer
 
     tried: dict[float, float] = {}
@@ -111,20 +138,9 @@ def l1_search(store: Any, out: Path, base: dict[str, Any], starts: list[float], 
 
     for c in starts:
         trial(float(f"{float(c):.4g}"))
-    dist = lambda c: abs(math.log(tried[c]) - math.log(target))  # noqa: E731
-    while len(tried) < max_runs:
-        c1, c2 = sorted(tried, key=dist)[:2]
-        slope = (math.log(tried[c2]) - math.log(tried[c1])) / (math.log(c2) - math.log(c1))
-        if slope > -1e-3:  # L0 does not fall with the coefficient: move away from the nearest by 4x
-            step = math.log(4) * (1 if tried[c1] > target else -1)
-        else:
-            step = (math.log(target) - math.log(tried[c1])) / slope
-        step = min(max(step, -math.log(16)), math.log(16))
-        c = float(f"{c1 * math.exp(step):.4g}")
-        if c in tried:
-            break
+    while len(tried) < max_runs and (c := next_l1(tried, target)) is not None:
         trial(c)
-    return min(tried, key=dist), tried
+    return min(tried, key=lambda c: abs(math.log(tried[c]) - math.log(target))), tried
 
 
 def train_matched(arch: str, store: Any, out: Path, cs: dict[str, Any],
