@@ -105,3 +105,12 @@ def test_train_stage_defaults_to_auto_and_records_the_path(tmp_path):
     expected, why = resolve_precision("auto", "auto")
     assert out["train"]["precision"] == expected
     assert out["train"]["precision_reason"] == why and why.startswith("auto:")
+
+
+def test_environment_switch_overrides_the_cpu_flags(monkeypatch):
+    """``SPARSESCOPE_CPU_BF16`` decides when /proc/cpuinfo is read, never when a text is given."""
+    monkeypatch.setenv("SPARSESCOPE_CPU_BF16", "0")
+    assert cpu_bf16_units() == [] and resolve_precision("auto", "cpu")[0] == "32-true"
+    monkeypatch.setenv("SPARSESCOPE_CPU_BF16", "1")
+    assert resolve_precision("auto", "cpu")[0] == "bf16-mixed"
+    assert cpu_bf16_units(AVX2) == [] and cpu_bf16_units(AMX) == ["amx_bf16", "avx512_bf16"]
