@@ -81,6 +81,7 @@ def test_second_call_finds_the_cache_and_trains_nothing(adapter, gc, tmp_path, t
         assert sp["n_scored_tokens"] > 0 and sp["ce_clean"] > 0
         assert e["corpus"]["train_tokens"] >= 3000 and e["training"]["tokens"] >= 2048 - 256
     assert not list((tmp_path / "work").glob("*/activations")), "training tokens are deleted once cached"
+    assert not list((tmp_path / "work").glob("*/train/*")), "so are the Lightning checkpoints"
 
     second = general.ensure(adapter, [1, 2], gc, tmp_path / "work")
     assert len(train_calls) == 4, "a cache hit must not train"

@@ -142,6 +142,8 @@ def _train_layer(adapter: Any, layer: int, archs: list[str], gc: dict[str, Any],
         ev = {"core": core, "spliced": splice[arch]}
         folder = save_cached(sae, adapter.name, hook, spec, metadata={"training": summary, "eval": ev,
                                                                       "corpus": corpus_info})
+        if not gc.get("keep_activations", False):
+            shutil.rmtree(work_dir / "train" / f"{arch}_L{layer}", ignore_errors=True)
         entries[arch] = {"layer": layer, "hook": hook, "architecture": arch, "folder": str(folder),
                          "config_hash": config_hash(spec), "trained_now": True, "training": summary, "eval": ev,
                          "corpus": corpus_info}
