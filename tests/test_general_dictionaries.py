@@ -112,6 +112,8 @@ def test_the_key_follows_what_decides_the_weights(adapter, gc, tmp_path, train_c
         node[path[-1]] = value
         assert config_hash(general.spec_for(changed, "topk")) != config_hash(spec), path
     assert config_hash(general.spec_for(gc, "matryoshka")) != config_hash(spec)
+    assert config_hash(general.spec_for(gc, "topk", "bfloat16")) != config_hash(spec)
+    assert general.model_dtype(adapter) == "float32"
     assert library_folder("m", "blocks.1.hook_resid_post", spec) != library_folder("m", "blocks.2.hook_resid_post", spec)
     assert library_folder("m", "h", spec) != library_folder("n", "h", spec)
 

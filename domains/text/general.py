@@ -29,16 +29,26 @@ def hook_of(layer: int) -> str:
     return f"blocks.{int(layer)}.hook_resid_post"
 
 
-def spec_for(gc: dict[str, Any], arch: str) -> dict[str, Any]:
+def model_dtype(adapter: Any) -> str:
+    """The dtype the model runs in (its activations, and so the dictionary, depend on it)."""
+    param = next(iter(adapter.model.parameters()), None)
+    return str(param.dtype).removeprefix("torch.") if param is not None else "float32"
+
+
+def spec_for(gc: dict[str, Any], arch: str, dtype: str = "float32") -> dict[str, Any]:
     """What decides the weights of architecture ``arch``: its dictionary config, the corpus, the
-    harvest's positions and dtype, the training budget (evaluation settings stay out)."""
+    harvest's positions and dtype, the training budget, and the model's dtype when it is not
+    float32 (evaluation settings stay out)."""
     archs = gc.get("architectures") or {}
     if arch not in archs:
         raise ConfigError(f"general.architectures has no entry {arch!r} (it has {sorted(archs)})",
                           fix="name one of them, e.g. general.use=topk")
     harvest = {k: gc["harvest"][k] for k in ("positions", "dtype")}
-    return {"dictionary": dict(archs[arch]), "corpus": dict(gc["corpus"]), "harvest": harvest,
+    spec = {"dictionary": dict(archs[arch]), "corpus": dict(gc["corpus"]), "harvest": harvest,
             "training": dict(gc["training"])}
+    if dtype != "float32":
+        spec["model_dtype"] = dtype
+    return spec
 
 
 def check_corpus(gc: dict[str, Any]) -> None:
@@ -124,7 +134,7 @@ def _train_layer(adapter: Any, layer: int, archs: list[str], gc: dict[str, Any],
     hook, tc = hook_of(layer), gc["training"]
     trained, entries = {}, {}
     for arch in archs:
-        spec = spec_for(gc, arch)
+        spec = spec_for(gc, arch, model_dtype(adapter))
         dc = dict(spec["dictionary"])
         cfg = DictionaryConfig.from_dict({**dc, "d_in": int(adapter.d_model)})
         dm = ActivationDataModule(store, batch_size=int(tc["batch_size"]), holdout_fraction=0.0,
@@ -154,7 +164,7 @@ def cached_entry(adapter: Any, layer: int, arch: str, gc: dict[str, Any]) -> dic
     """The library's entry for (model, layer, arch, spec), or None when it is not there yet."""
     from core.checkpoint.library import config_hash, library_folder, load_cached
 
-    hook, spec = hook_of(layer), spec_for(gc, arch)
+    hook, spec = hook_of(layer), spec_for(gc, arch, model_dtype(adapter))
     sae = load_cached(adapter.name, hook, spec, d_in=int(adapter.d_model))
     if sae is None:
         return None
@@ -201,7 +211,8 @@ def ensure(adapter: Any, layers: list[int], gc: dict[str, Any], work_dir: str | 
         h = hook_of(layer)
         for arch, entry in _train_layer(adapter, layer, missing[layer], gc, stores[h], held_stores[h], held, info,
                                         work_dir).items():
-            entry["sae"] = load_cached(adapter.name, h, spec_for(gc, arch), d_in=int(adapter.d_model))
+            entry["sae"] = load_cached(adapter.name, h, spec_for(gc, arch, model_dtype(adapter)),
+                                       d_in=int(adapter.d_model))
             out[layer, arch] = entry
     if not gc.get("keep_activations", False):
         shutil.rmtree(work_dir / "activations", ignore_errors=True)
