@@ -100,8 +100,8 @@ def next_l1(tried: dict[float, float], target: float) -> float | None:
     coefficient grows). Once one run lies above the target and one below, bisect that bracket in
     log space: L0 against the coefficient has cliffs (one run at L0 172, the next at 0.2 on
     AntiBERTy), where secant steps overshoot. Before that, a secant step on log L0 against log
-    coefficient from the two runs nearest the target (4x away from the nearest when the slope is
-    flat or wrong), clamped to 16x. ``None`` when the nearest run is within 10% of the target or
+    coefficient from the two runs nearest the target, clamped to 16x (4x beyond the farthest run
+    when the slope is flat or wrong, as gated's L0 was on SmolLM2: 46.9-48.1 for 2-16). ``None`` when the nearest run is within 10% of the target or
     the next value was already tried."""
     dist = {c: abs(math.log(v) - math.log(target)) for c, v in tried.items()}
     if min(dist.values()) < math.log(1.1):
@@ -113,11 +113,11 @@ def next_l1(tried: dict[float, float], target: float) -> float | None:
     else:
         c1, c2 = sorted(tried, key=dist.get)[:2]
         slope = (math.log(tried[c2]) - math.log(tried[c1])) / (math.log(c2) - math.log(c1))
-        if slope > -1e-3:
-            step = math.log(4) * (1 if tried[c1] > target else -1)
+        if slope > -1e-3:  # flat or rising: go 4x past the farthest run on the side the target lies
+            c = max(tried) * 4 if tried[c1] > target else min(tried) / 4
         else:
             step = (math.log(target) - math.log(tried[c1])) / slope
-        c = c1 * math.exp(min(max(step, -math.log(16)), math.log(16)))
+            c = c1 * math.exp(min(max(step, -math.log(16)), math.log(16)))
     c = float(f"{c:.4g}")
     return None if c in tried else c
 
