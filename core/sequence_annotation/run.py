@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.errors import ConfigError, DataError, ShapeError, UserError
+from core.memory import release_freed_memory
 from core.samples import Sample
 from core.sequence_annotation.encode import encode_samples
 from core.sequence_annotation.html import index_page, sequence_page
@@ -121,6 +122,8 @@ def annotate(samples: list[Sample], adapter: Any, dictionaries: Sequence[RunDict
                 if residues[col].dtype == object:
                     residues[col] = residues[col].astype("string")
         job.write_batch(k, residues, {"features": ann.features, "spans": ann.spans, "index": index})
+        del feats, ann, residues
+        release_freed_memory()
         bar.update(len(batch))
     bar.close()
     entries = job.index_rows().to_dict("records")
