@@ -259,3 +259,37 @@ def study_dictionary(cfg: Any, adapter: Any, hook: str, run_dir: str | Path,
         record = {**record, "d_sae": int(sae.cfg.d_sae)}
     write_json(marker, {"dictionary": choice, "folder": record.get("folder")})
     return sae, record
+
+
+def harvest_and_choose(adapter: Any, samples: list, hook: str, run_dir: Path, cs: Any,
+                       cfg: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Harvest a study's samples at ``hook`` and return ``(dictionary, store, record)``: the general
+    dictionary or one trained on these samples from ``case_study.sae`` (:func:`study_dictionary`;
+    both resume). Shared by the bias and personality studies."""
+    from omegaconf import OmegaConf
+
+    from core.checkpoint import load_sae
+    from core.dictionaries.base import DictionaryConfig
+    from core.harvest import harvest
+    from core.store import ActivationDataModule
+    from core.training import train_sae
+
+    run_dir = Path(run_dir)
+    store = harvest(adapter, samples, [hook], run_dir / "activations", batch_tokens=int(cs.harvest_batch_tokens))[hook]
+
+    def own() -> tuple[Any, dict[str, Any]]:
+        folder = run_dir / "sae_train" / "sae"
+        if (folder / "cfg.json").exists():
+            sae = load_sae(folder)
+            return sae, (sae.metadata or {}).get("training") or {}
+        sc = cs.sae
+        dc = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
+                              k=int(sc.k) if sc.get("k") else None)
+        dm = ActivationDataModule(store, batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=0)
+        trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
+        return train_sae(dc, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
+                         lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
+                         metadata={"hook_name": hook, "model_name": adapter.name})
+
+    sae, record = study_dictionary(cfg, adapter, hook, run_dir, own)
+    return sae, store, record

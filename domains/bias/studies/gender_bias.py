@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import ConfigError
 from core.io import atomic_path, read_json, write_json
@@ -103,38 +103,6 @@ def benchmark_scores(adapter: Any, cs: DictConfig) -> dict[str, Any]:
     if data.get("bbq"):
         out["bbq"] = behaviour.bbq_scores(adapter, loaders.load_bbq(data.bbq, categories=data.get("bbq_categories")))
     return out
-
-
-def train_or_load_sae(adapter: Any, texts: list[Sample], hook: str, run_dir: Path, cs: DictConfig,
-                      cfg: DictConfig) -> tuple[Any, Any, dict[str, Any]]:
-    """Harvest the probe texts at ``hook``; the dictionary is the general one or one trained on
-    these texts (``case_study.dictionary``; both resume)."""
-    from core.checkpoint import load_sae
-    from core.dictionaries.base import DictionaryConfig
-    from core.harvest import harvest
-    from core.store import ActivationDataModule
-    from core.training import train_sae
-    from domains.text.general import study_dictionary
-
-    stores = harvest(adapter, texts, [hook], run_dir / "activations", batch_tokens=int(cs.harvest_batch_tokens))
-    store = stores[hook]
-
-    def own() -> tuple[Any, dict[str, Any] | None]:
-        folder = run_dir / "sae_train" / "sae"
-        if (folder / "cfg.json").exists():
-            sae = load_sae(folder)
-            return sae, (sae.metadata or {}).get("training")
-        sc = cs.sae
-        dc = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
-                              k=int(sc.k) if sc.get("k") else None)
-        dm = ActivationDataModule(store, batch_size=int(sc.batch_size), holdout_fraction=0.05)
-        trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
-        return train_sae(dc, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
-                         lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
-                         metadata={"hook_name": hook, "model_name": adapter.name})
-
-    sae, record = study_dictionary(cfg, adapter, hook, run_dir, own)
-    return sae, store, record
 
 
 def enrichment(sae: Any, store: Any, adapter: Any, texts: list[Sample], run_dir: Path, cs: DictConfig) -> dict[str, Any]:
@@ -249,7 +217,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     pair_texts = [s for p in pairs for s in p]
     texts = pair_texts + bios + scr_bios + prompts
-    sae, store, dictionary = train_or_load_sae(adapter, texts, hook, run_dir, cs, cfg)
+    from domains.text.general import harvest_and_choose
+    sae, store, dictionary = harvest_and_choose(adapter, texts, hook, run_dir, cs, cfg)
     sae.eval()
     timer.mark("harvest and SAE")
 

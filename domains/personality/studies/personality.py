@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import ConfigError
 from core.io import atomic_path, write_text
@@ -132,39 +132,6 @@ def _acts_cached(path: Path, build: Callable[[], dict[str, torch.Tensor]]) -> di
 
 
 # ------------------------------------------------------------------ SAE and enrichment
-
-def train_or_load_sae(adapter: Any, samples: list[Sample], hook: str, run_dir: Path, cs: DictConfig,
-                      cfg: DictConfig):
-    """Harvest the persona answers at ``hook``; the dictionary is the general one or one trained
-    on these answers (``case_study.dictionary``; both resume)."""
-    from core.checkpoint import load_sae
-    from core.dictionaries.base import DictionaryConfig
-    from core.harvest import harvest
-    from core.store import ActivationDataModule
-    from core.training import train_sae
-    from domains.text.general import study_dictionary
-
-    stores = harvest(adapter, samples, [hook], run_dir / "activations", batch_tokens=int(cs.harvest_batch_tokens))
-    store = stores[hook]
-
-    def own():
-        folder = run_dir / "sae_train" / "sae"
-        if (folder / "cfg.json").exists():
-            sae = load_sae(folder)
-            return sae, (sae.metadata or {}).get("training") or {}
-        sc = cs.sae
-        dc = DictionaryConfig(architecture=str(sc.architecture), d_in=adapter.d_model, d_sae=int(sc.d_sae),
-                              k=int(sc.k) if sc.get("k") else None)
-        root = getattr(store, "root", run_dir / "activations" / hook)
-        dm = ActivationDataModule(root, batch_size=int(sc.batch_size), holdout_fraction=0.05, seed=0)
-        trainer = OmegaConf.to_container(sc.trainer, resolve=True) if sc.get("trainer") else {}
-        return train_sae(dc, dm, run_dir / "sae_train", trainer_cfg=trainer, total_tokens=int(sc.total_tokens),
-                         lr=sc.get("lr"), init_encoder_scale=bool(sc.get("init_encoder_scale", True)),
-                         metadata={"hook_name": hook, "model_name": adapter.name})
-
-    sae, record = study_dictionary(cfg, adapter, hook, run_dir, own)
-    return sae, store, record
-
 
 def store_tokens(store: Any) -> pd.DataFrame:
     cols = store.load(columns=("sample", "position"))
@@ -298,7 +265,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     timer.mark("monitor")
 
     # 6. SAE and enrichment
-    sae, store, dictionary = train_or_load_sae(adapter, samples, hook, run_dir, cs, cfg)
+    from domains.text.general import harvest_and_choose
+    sae, store, dictionary = harvest_and_choose(adapter, samples, hook, run_dir, cs, cfg)
     train_summary = dictionary.get("training") or {}
     timer.mark("sae")
     enrich_summary, _ = enrichment(sae, store, samples, run_dir, cs, n_q)
