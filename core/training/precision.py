@@ -33,11 +33,12 @@ def cpu_bf16_units(cpuinfo: str | None = None) -> list[str]:
     environment variable ``SPARSESCOPE_CPU_BF16`` overrides it (0 or 1): for a virtual machine
     whose flags promise units that run slowly, and for the test suite, whose figures must not
     depend on the CI machine's CPU."""
-    if cpuinfo is None and os.environ.get(ENV, "").strip().lower() in ("0", "no", "off", "false"):
-        return []
-    if cpuinfo is None and os.environ.get(ENV, "").strip().lower() in ("1", "yes", "on", "true"):
-        return [ENV.lower()]
     if cpuinfo is None:
+        override = os.environ.get(ENV, "").strip().lower()
+        if override in ("0", "no", "off", "false"):
+            return []
+        if override in ("1", "yes", "on", "true"):
+            return [ENV.lower()]
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
@@ -84,4 +85,3 @@ def resolve_precision(precision: str | int | None, accelerator: str | None = "au
         return "bf16-mixed", f"auto: the CPU has bf16 matrix units ({', '.join(units)})"
     capability = torch.backends.cpu.get_cpu_capability()
     return "32-true", f"auto: the CPU has no bf16 matrix units (capability {capability}; bf16 would be emulated, slower)"
-
