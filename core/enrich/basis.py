@@ -20,9 +20,10 @@ SPLITS = ("train", "valid", "test")
 class BasisResult:
     """Everything computed for one basis (``"sae"``, ``"neuron"``, ``"position"``).
 
-    ``sample_act`` is the per-sample activation the AnnData export and the report cards use
-    (max, or the last token's); ``pools`` holds every pooling of the evaluation samples
-    (rows as ``sample_ids``), ``reference`` the reference pass (scale and training pools).
+    ``pools`` holds every pooling of the evaluation samples (rows as ``sample_ids``; a
+    ``core.enrich.pools.Pools``, possibly spilled to disk), ``sample_act`` the one the AnnData
+    export and the report cards use (``sample_reduce``: max, or the last token's),
+    ``reference`` the reference pass (scale and training pools).
     """
 
     name: str
@@ -41,8 +42,8 @@ class BasisResult:
     fmin: np.ndarray | None = None
     sample_ids: np.ndarray | None = None
     sample_split: np.ndarray | None = None
-    sample_act: Any = None
-    pools: dict[str, Any] = field(default_factory=dict)
+    pools: Mapping[str, Any] = field(default_factory=dict)
+    sample_reduce: str = "max"
     reference: Any = None
     normalise: str = "global"
     contexts: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
@@ -51,6 +52,11 @@ class BasisResult:
     def scale(self) -> np.ndarray | None:
         """The per-feature maximum firing is measured against (None: per-sample maxima)."""
         return None if self.reference is None or self.normalise != "global" else self.reference.scale
+
+    @property
+    def sample_act(self) -> Any:
+        """The per-sample pooling the AnnData export and the report cards use (loaded when spilled)."""
+        return self.pools[self.sample_reduce] if self.sample_reduce in self.pools else None
 
     @property
     def n_features(self) -> int:

@@ -37,12 +37,39 @@ def sample_segments(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.cumsum(seg), starts, sample[starts]
 
 
+def _column_sample_runs(csc: sp.csc_matrix, seg: np.ndarray):
+    """(column, segment) of each entry of a row-sorted CSC, and where their contiguous runs start."""
+    col = np.repeat(np.arange(csc.shape[1]), np.diff(csc.indptr))
+    s = seg[csc.indices]
+    brk = np.ones(csc.nnz, dtype=bool)
+    brk[1:] = (col[1:] != col[:-1]) | (s[1:] != s[:-1])
+    return col, s, brk
+
+
+def sample_max(X, seg: np.ndarray, starts: np.ndarray):
+    """Per-sample maximum of each feature (rows grouped by sample); sparse stays sparse.
+
+    In CSC order the entries of one column are sorted by row and rows are grouped by sample,
+    so (column, sample) groups are contiguous runs and the max is one ``maximum.reduceat``.
+    """
+    n_seg = len(starts)
+    if sp.issparse(X):
+        csc = sp.csc_matrix(X, dtype=np.float32)
+        csc.sort_indices()
+        if csc.nnz == 0:
+            return sp.csr_matrix((n_seg, csc.shape[1]), dtype=np.float32)
+        col, s, brk = _column_sample_runs(csc, seg)
+        run_start = np.flatnonzero(brk)
+        mx = np.maximum.reduceat(csc.data, run_start)
+        return sp.csr_matrix((mx, (s[run_start], col[run_start])), shape=(n_seg, csc.shape[1]), dtype=np.float32)
+    X = np.asarray(X, dtype=np.float32)
+    return np.maximum.reduceat(X, starts, axis=0) if len(X) else np.zeros((0, X.shape[1]), np.float32)
+
+
 def normalise_by_sample_max(X, seg: np.ndarray, starts: np.ndarray):
     """Divide each feature by its max over the sample; returns (normalised X, per-sample max).
 
-    Sparse input stays sparse: in CSC order the entries of one column are sorted by row and
-    rows are grouped by sample, so (column, sample) groups are contiguous runs and the max
-    is one ``maximum.reduceat`` over the data, with no sort.
+    The named non-default option (see the module docstring); sparse input stays sparse.
     """
     n_seg = len(starts)
     if sp.issparse(X):
@@ -51,20 +78,16 @@ def normalise_by_sample_max(X, seg: np.ndarray, starts: np.ndarray):
         n_feat = csc.shape[1]
         if csc.nnz == 0:
             return csc, sp.csr_matrix((n_seg, n_feat), dtype=np.float32)
-        col = np.repeat(np.arange(n_feat), np.diff(csc.indptr))
-        s = seg[csc.indices]
-        brk = np.ones(csc.nnz, dtype=bool)
-        brk[1:] = (col[1:] != col[:-1]) | (s[1:] != s[:-1])
+        col, s, brk = _column_sample_runs(csc, seg)
         run_start = np.flatnonzero(brk)
         mx = np.maximum.reduceat(csc.data, run_start)
-        run_id = np.cumsum(brk) - 1
-        denom = mx[run_id]
+        denom = mx[np.cumsum(brk) - 1]
         data = np.where(denom > 0, csc.data / np.where(denom > 0, denom, 1), 0).astype(np.float32)
         norm = sp.csc_matrix((data, csc.indices, csc.indptr), shape=csc.shape)
         smax = sp.csr_matrix((mx, (s[run_start], col[run_start])), shape=(n_seg, n_feat), dtype=np.float32)
         return norm, smax
     X = np.asarray(X, dtype=np.float32)
-    mx = np.maximum.reduceat(X, starts, axis=0) if len(X) else np.zeros((0, X.shape[1]), np.float32)
+    mx = sample_max(X, seg, starts)
     denom = mx[seg]
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(denom > 0, X / denom, 0).astype(np.float32)

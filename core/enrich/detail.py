@@ -40,12 +40,13 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
     for i, (c, f) in enumerate(pair_list):
         j = col[f]
         by_block[j // block].append((i, c, j - (j // block) * block))
+    pair_cols = np.asarray([col[f] for _, f in pair_list], np.int64)
+    pair_concepts = np.asarray([c for c, _ in pair_list], np.int64)
     top_samples: dict[int, list[int]] = {}
-    act = b.sample_act
-    for f in cards:
-        colv = act[:, f].toarray().ravel() if sp.issparse(act) else np.asarray(act[:, f])
-        order = np.argsort(-colv, kind="stable")[:n_contexts]
-        top_samples[f] = [int(b.sample_ids[i]) for i in order if colv[i] > 0]
+    if cards:
+        rows = b.pools.top_rows(b.sample_reduce, cards, n_contexts) if hasattr(b.pools, "top_rows") \
+            else _top_rows_dense(b.sample_act, cards, n_contexts)
+        top_samples = {f: [int(b.sample_ids[i]) for i in r] for f, r in rows.items()}
     wanted_samples = np.asarray(sorted(set().union(*top_samples.values())) if top_samples else [], np.int64)
     traces: dict[tuple[int, int], dict[str, Any]] = {}
     keep_rows = lambda s: np.isin(lookup(s), wanted)  # noqa: E731
@@ -61,10 +62,13 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
                 continue
             Xw = X[m]
             vals = cm.values[rows[m]].tocsc()
+            if sp.issparse(Xw):
+                _sparse_histograms(Xw, vals, feats, lo, width, n_bins, pair_cols, pair_concepts,
+                                   hist_all[w], hist_pos[w])
+                continue
             for bi, blk in enumerate(blocks):
-                sub = Xw[:, feats[blk]]
-                V = sub.toarray() if sp.issparse(sub) else np.asarray(sub, dtype=np.float32)
-                bins = np.clip(np.ceil((V - lo[blk]) / width[blk] * n_bins), 0, n_bins).astype(np.int64)
+                V = np.asarray(Xw[:, feats[blk]], dtype=np.float32)
+                bins = _bins(V, lo[blk], width[blk], n_bins)
                 flat = (bins + np.arange(len(blk))[None, :] * (n_bins + 1)).ravel()
                 hist_all[w][blk] += np.bincount(flat, minlength=len(blk) * (n_bins + 1)).reshape(len(blk), -1)
                 for i, c, j in by_block[bi]:
@@ -92,3 +96,49 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
                                  "feature": [f for _, f in pair_list], "auroc": auc}))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(
         columns=["split", "concept_index", "feature", "auroc"])
+
+
+def _bins(V: np.ndarray, lo: np.ndarray, width: np.ndarray, n_bins: int) -> np.ndarray:
+    return np.clip(np.ceil((V - lo) / width * n_bins), 0, n_bins).astype(np.int64)
+
+
+def _sparse_histograms(Xw: sp.spmatrix, vals: sp.csc_matrix, feats: np.ndarray, lo: np.ndarray,
+                       width: np.ndarray, n_bins: int, pair_cols: np.ndarray, pair_concepts: np.ndarray,
+                       hist_all: np.ndarray, hist_pos: np.ndarray) -> None:
+    """The histograms from the stored entries alone: each column's implicit zeros all fall in
+    the bin of 0, so they are added as one count; the same bins as densifying the block,
+    at the cost of the selected columns' entries (a sparse latent is mostly zeros)."""
+    n, nb = Xw.shape[0], n_bins + 1
+    csc = sp.csc_matrix(Xw)[:, feats].tocsc()
+    csc.sort_indices()
+    nnz = np.diff(csc.indptr)
+    col = np.repeat(np.arange(len(feats)), nnz)
+    bins = _bins(csc.data.astype(np.float32), lo[col], width[col], n_bins)
+    zero_bin = _bins(np.zeros(len(feats), np.float32), lo, width, n_bins)
+    hist_all += np.bincount(col * nb + bins, minlength=len(feats) * nb).reshape(len(feats), nb)
+    hist_all[np.arange(len(feats)), zero_bin] += n - nnz
+    if not len(pair_cols):
+        return
+    n_pos = np.diff(vals.indptr)[pair_concepts]
+    used, slot = np.unique(pair_concepts, return_inverse=True)
+    sub = vals[:, used]
+    positive = np.zeros((n, len(used)), dtype=bool)
+    positive[sub.indices, np.repeat(np.arange(len(used)), np.diff(sub.indptr))] = True
+    length = nnz[pair_cols]
+    pair = np.repeat(np.arange(len(pair_cols)), length)
+    entry = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length) \
+        + np.repeat(csc.indptr[pair_cols], length)
+    hit = positive[csc.indices[entry], slot[pair]]
+    pair, entry = pair[hit], entry[hit]
+    hist_pos += np.bincount(pair * nb + bins[entry], minlength=len(pair_cols) * nb).reshape(len(pair_cols), nb)
+    hist_pos[np.arange(len(pair_cols)), zero_bin[pair_cols]] += n_pos - np.bincount(pair, minlength=len(pair_cols))
+
+
+def _top_rows_dense(act, features: list[int], n: int) -> dict[int, list[int]]:
+    """Per feature, the rows of its ``n`` largest positive values (ties by row)."""
+    out = {}
+    for f in features:
+        colv = act[:, f].toarray().ravel() if sp.issparse(act) else np.asarray(act[:, f])
+        order = np.argsort(-colv, kind="stable")[:n]
+        out[int(f)] = [int(i) for i in order if colv[i] > 0]
+    return out

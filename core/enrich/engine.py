@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -71,12 +72,14 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
            sample_labels: pd.DataFrame | None = None, sample_reduce: str = "max",
            n_cards: int = 12, n_contexts: int = 4, auroc_bins: int = 256, fdr_family: str = "selected",
            normalise: str = "global", norm_split: str = "train", norm_max_samples: int | None = None,
-           progress: bool = True) -> EnrichmentResult:
+           pool_dir: str | Path | None = None, progress: bool = True) -> EnrichmentResult:
     """Run the passes for every basis in ``sources`` and build the tables (nothing written).
 
     ``normalise="global"`` (InterPLM): each feature is divided by its maximum over the
     ``norm_split`` samples (the validation split when that one is empty, as with
     ``assign_splits(mode="all")``); ``"sample"``: by its maximum within each sample.
+    ``pool_dir``: write each basis's per-sample pools under ``pool_dir/<basis>`` as they are
+    made instead of holding them (memory flat in the number of shards; Swiss-Prot scale).
     """
     if fdr_family not in ("selected", "all"):
         raise ConfigError(f"fdr_family must be 'selected' or 'all', got {fdr_family!r}")
@@ -112,7 +115,8 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
                                  pool=sample_labels is not None and getattr(src, "probe_columns", None) is not None,
                                  max_samples=norm_max_samples, progress=progress)
         bases[name] = count_pass(name, src, concepts, lookup, wanted, thresholds, sample_reduce, progress,
-                                 reference=ref, global_scale=normalise == "global")
+                                 reference=ref, global_scale=normalise == "global",
+                                 pool_dir=Path(pool_dir) / name if pool_dir is not None else None)
 
     first = next(iter(bases.values()))
     keep, skipped = support(concepts, first.counts, eval_splits, min_positives)

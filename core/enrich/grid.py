@@ -18,11 +18,12 @@ from core.enrich.counts import (
     SplitCounts,
     normalise_by_sample_max,
     normalise_by_scale,
+    sample_max,
     sample_means,
     sample_segments,
 )
 from core.enrich.features import FeatureSource
-from core.enrich.scale import stack
+from core.enrich.pools import Pools
 from core.errors import DataError, ShapeError
 
 
@@ -32,17 +33,18 @@ def n_eval_tokens(cm: ConceptMatrix, lookup, wanted: list[int]) -> int:
 
 def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted: list[int],
                thresholds: tuple[float, ...], sample_reduce: str, progress: bool,
-               reference: Any = None, global_scale: bool = True) -> BasisResult:
+               reference: Any = None, global_scale: bool = True, pool_dir: Any = None) -> BasisResult:
     """Counts per split over the evaluation splits, with firing measured against
     ``reference.scale`` (InterPLM) or, without ``global_scale``, against each sample's own
-    maximum; plus per-sample pools (max, mean, and the last token when asked for)."""
+    maximum; plus per-sample pools (max, mean, and the last token when asked for), kept in
+    memory or, with ``pool_dir``, written there chunk by chunk (flat memory over many shards)."""
     n_f, n_c = int(src.n_features), cm.n_concepts
     dtype = np.float32 if cm.n_tokens < 2**24 else np.float64
     counts = {SPLITS[w]: SplitCounts(len(thresholds), n_c, n_f, dtype) for w in wanted}
     fmax = np.full(n_f, -np.inf, dtype=np.float32)
     fmin = np.full(n_f, np.inf, dtype=np.float32)
     s_ids, s_split = [], []
-    pooled: dict[str, list[Any]] = {"max": [], "mean": []} | ({"last": []} if sample_reduce == "last" else {})
+    pools = Pools(("max", "mean") + (("last",) if sample_reduce == "last" else ()), n_f, src.sparse, pool_dir)
     keep_rows = lambda s: np.isin(lookup(s), wanted)  # noqa: E731
     bar = tqdm(total=n_eval_tokens(cm, lookup, wanted), desc=f"enrich counts ({name})", unit="tok", disable=not progress,
                leave=False)
@@ -65,17 +67,18 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
             Xs = X[m]
             smp = ch["sample"][m]
             seg, starts, sids = sample_segments(smp)
-            norm, smax = normalise_by_sample_max(Xs, seg, starts)
             if global_scale:
-                norm = normalise_by_scale(Xs, reference.scale)
+                norm, smax = normalise_by_scale(Xs, reference.scale), sample_max(Xs, seg, starts)
+            else:
+                norm, smax = normalise_by_sample_max(Xs, seg, starts)
             counts[SPLITS[w]].add(norm, cm.values[rows[m]], seg, thresholds)
-            pooled["max"].append(smax)
-            pooled["mean"].append(sample_means(Xs, seg, len(sids)))
+            block = {"max": smax, "mean": sample_means(Xs, seg, len(sids))}
             if sample_reduce == "last":
                 idx = np.lexsort((ch["position"][m], seg))
                 ends = np.concatenate([np.flatnonzero(np.diff(seg[idx])), [len(idx) - 1]])
                 red = Xs[idx[ends]]
-                pooled["last"].append(sp.csr_matrix(red) if sp.issparse(Xs) else np.asarray(red))
+                block["last"] = sp.csr_matrix(red) if sp.issparse(Xs) else np.asarray(red)
+            pools.append(block)
             s_ids.append(sids)
             s_split.append(np.full(len(sids), w))
             if sp.issparse(Xs):
@@ -92,10 +95,9 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
                         fix="check the split assignment (samples -> train/valid/test)")
     fmax[~np.isfinite(fmax)] = 0
     fmin[~np.isfinite(fmin)] = 0
-    pools = {k: stack(v, n_f, src.sparse) for k, v in pooled.items()}
     return BasisResult(name=name, feature_names=list(src.feature_names()), counts=counts, fmax=fmax,
                        fmin=np.minimum(fmin, 0), sample_ids=np.concatenate(s_ids),
-                       sample_split=np.concatenate(s_split), sample_act=pools[sample_reduce], pools=pools,
+                       sample_split=np.concatenate(s_split), pools=pools, sample_reduce=sample_reduce,
                        reference=reference, normalise="global" if global_scale else "sample")
 
 

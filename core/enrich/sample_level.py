@@ -77,7 +77,11 @@ def sample_level_table(bases: dict[str, BasisResult], labels: pd.DataFrame, eval
     for b in bases.values():
         mv, mt = b.sample_split == SPLITS.index(valid), b.sample_split == SPLITS.index(test)
         poolings = list(b.pools)
-        ranked = {p: (_Ranked(_dense(b.pools[p])[mv]), _Ranked(_dense(b.pools[p])[mt])) for p in poolings}
+        ranked = {}
+        for p in poolings:
+            P = _dense(b.pools[p])
+            ranked[p] = (_Ranked(P[mv]), _Ranked(P[mt]))
+            del P
         for col in labels.columns:
             values, found = label_values(labels, col, b.sample_ids)
             kv, kt = values[mv] != "", values[mt] != ""

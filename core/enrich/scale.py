@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from core.enrich.counts import normalise_by_sample_max, sample_means, sample_segments
+from core.enrich.counts import sample_max, sample_means, sample_segments
 from core.enrich.features import FeatureSource
 
 
@@ -65,7 +65,7 @@ def reference_pass(src: FeatureSource, keep, split: str, *, pool: bool = True, m
         elif len(X):
             fmax = np.maximum(fmax, X.max(axis=0))
         if pool:
-            _, smax = normalise_by_sample_max(X, seg, starts)
+            smax = sample_max(X, seg, starts)
             ids.append(sids)
             maxes.append(smax)
             means.append(sample_means(X, seg, len(sids)))
