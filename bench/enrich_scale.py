@@ -10,13 +10,8 @@ concepts, and prints the ratio.
 
     python bench/enrich_scale.py                  # full shard (about a minute on 2 cores)
     python bench/enrich_scale.py --tokens 30000   # quick look
-    python bench/enrich_scale.py --shards 10      # 10 such shards streamed from disk in one run
 
-``--shards N`` asks what a whole Swiss-Prot pass (about 2e8 reviewed residues) would cost: N
-shards of one synthetic dataset (shared feature frequencies and concept design, each shard its
-own samples) are written to disk, and one engine run streams them, one shard in memory at a
-time, logging the clock and resident memory as each shard opens in each pass; the concept
-matrix of all shards is built up front, as the engine takes it whole.
+Many shards streamed (a whole Swiss-Prot pass): ``bench/enrich_shards.py``.
 """
 
 from __future__ import annotations
@@ -129,97 +124,6 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * resource.getpagesize()
 
 
-class ShardFiles:
-    """A feature source streamed from shards on disk, one in memory at a time, that logs the
-    clock and resident memory each time it opens a shard (pass, shard, seconds, bytes)."""
-
-    sparse = True
-    name = "sae"
-
-    def __init__(self, paths: list[Path], n_features: int, chunk_tokens: int) -> None:
-        self.paths, self.n_features, self.chunk_tokens = paths, n_features, chunk_tokens
-        self.n_tokens = sum(int(np.load(p / "sample.npy", mmap_mode="r").shape[0]) for p in paths)
-        self.log: list[tuple[int, int, float, int]] = []
-        self._pass = 0
-
-    def feature_names(self) -> list[str]:
-        return [f"f{i}" for i in range(self.n_features)]
-
-    def iter_chunks(self, keep=None):
-        self._pass += 1
-        for i, p in enumerate(self.paths):
-            self.log.append((self._pass, i, time.time(), _rss()))
-            src = ArrayFeatures(np.load(p / "sample.npy"), np.load(p / "position.npy"), sp.load_npz(p / "X.npz"),
-                                chunk_tokens=self.chunk_tokens)
-            yield from src.iter_chunks(keep)
-            del src
-        self.log.append((self._pass, len(self.paths), time.time(), _rss()))
-
-
-def _cm_bytes(cm: ConceptMatrix) -> int:
-    v = cm.values
-    return int(v.data.nbytes + v.indices.nbytes + v.indptr.nbytes + cm.tokens.memory_usage(index=True).sum())
-
-
-def sharded(args) -> None:
-    """``--shards N``: N shards of one dataset written to disk, then one engine run streaming them."""
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="enrich_shards_"))
-    t0 = time.time()
-    paths, values, tokens, splits, offset, inst_off = [], [], [], {}, 0, None
-    for i in range(args.shards):
-        sample, position, X, cm, _ = synthetic(args.tokens, args.features, args.concepts, args.active,
-                                               seed=i, design_seed=0)
-        sample = sample + offset
-        d = tmp / f"shard{i:03d}"
-        d.mkdir()
-        np.save(d / "sample.npy", sample)
-        np.save(d / "position.npy", position)
-        sp.save_npz(d / "X.npz", X, compressed=False)
-        v = cm.values.tocsr().copy()
-        if inst_off is None:
-            inst_off = np.zeros(v.shape[1], np.int64)
-        v.data = v.data + inst_off[v.indices].astype(v.data.dtype)  # instance ids stay unique across shards
-        inst_off = np.maximum(inst_off, v.max(axis=0).toarray().ravel().astype(np.int64))
-        values.append(v)
-        tokens.append(pd.DataFrame({"sample": sample, "position": position}))
-        splits.update({int(s): ("valid" if s % 2 == 0 else "test") for s in np.unique(sample)})
-        offset = int(sample.max()) + 1
-        paths.append(d)
-        concepts = cm.concepts
-        del X, cm
-    cm = ConceptMatrix(values=sp.vstack(values).tocsr(), concepts=concepts, tokens=pd.concat(tokens, ignore_index=True))
-    del values, tokens
-    t_gen = time.time() - t0
-    src = ShardFiles(paths, args.features, args.chunk_tokens)
-    with PeakRSS() as mem:
-        t0, c0 = time.time(), time.process_time()
-        res = enrich({"sae": src}, cm, splits, thresholds=THRESHOLDS, min_positives=5, n_cards=0, progress=False)
-        wall, cpu = time.time() - t0, time.process_time() - c0
-    n = args.shards
-    counts = [(s, r) for p, s, _, r in src.log if p == 2]  # the count pass holds the growing per-sample pools
-    slope = np.polyfit([s for s, _ in counts], [r for _, r in counts], 1)[0] if len(counts) > 2 else float("nan")
-    cm_mb = _cm_bytes(cm) / 2**20
-    print(f"{n} shards x {args.tokens:,} tokens x {args.features:,} features x {args.concepts} concepts x "
-          f"{len(THRESHOLDS)} thresholds = {src.n_tokens:,} tokens, {cm.values.nnz:,} concept entries "
-          f"(generated and written in {t_gen:.0f} s, {res.summary['n_concepts_scored']} concepts scored)")
-    print(f"engine: {wall:.0f} s wall, {cpu:.0f} s CPU ({cpu / n:.1f} CPU s and {wall / n:.1f} wall s per shard, "
-          f"all passes); peak RSS {mem.peak / 2**30:.2f} GB, {(mem.peak - mem.base) / 2**30:.2f} GB above the start")
-    print(f"concept matrix held whole: {cm_mb:.0f} MB ({cm_mb / n:.1f} MB per shard)")
-    print(f"{'pass':>4} {'shard':>5} {'s in shard':>10} {'RSS MB at start':>15}")
-    for (p, s, t, r), nxt in zip(src.log, src.log[1:], strict=False):
-        if nxt[0] == p:
-            print(f"{p:4d} {s:5d} {nxt[2] - t:10.1f} {r / 2**20:15.0f}")
-    print(f"RSS growth during the count pass: {slope / 2**20:.1f} MB per shard (per-sample pools)")
-    total = 2e8 / args.tokens
-    print(f"extrapolated to 2e8 residues ({total:.0f} shards): {total * wall / n / 60:.0f} min wall, "
-          f"{total * cpu / n / 60:.0f} CPU-min; memory about {(mem.base + total * (cm_mb * 2**20 / n + slope)) / 2**30:.1f} GB "
-          f"(start + concept matrix + pools, linear in shards)")
-    import shutil
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=300_000)
@@ -232,14 +136,7 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=320,
                     help="also time the neuron baseline on dense activations of this width "
                          "(ESM-2 8M's 320, as in InterPLM; each dimension scored as +x and -x); 0 = skip")
-    ap.add_argument("--shards", type=int, default=0,
-                    help="N > 0: N shards of --tokens each, streamed from disk in one engine run (time per "
-                         "shard, memory against shards, extrapolated to 2e8 residues); skips the loop")
     args = ap.parse_args()
-    if args.shards:
-        sharded(args)
-        return
-
     t0 = time.time()
     sample, position, X, cm, splits = synthetic(args.tokens, args.features, args.concepts, args.active)
     t_gen = time.time() - t0

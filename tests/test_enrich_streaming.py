@@ -90,3 +90,44 @@ def test_pool_blocks_of_one_chunk_must_agree_in_rows():
     pools = Pools(("max", "mean"), 3, sparse=False)
     with pytest.raises(ValueError, match="differ in rows"):
         pools.append({"max": np.zeros((2, 3)), "mean": np.zeros((3, 3))})
+
+
+def _split_by_samples(tokens, cm, cuts):
+    """The whole matrix cut into shards of consecutive samples."""
+    smp = tokens["sample"].to_numpy()
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = np.flatnonzero((smp >= a) & (smp < b))
+        yield ConceptMatrix(cm.values[rows], cm.concepts, tokens.iloc[rows].reset_index(drop=True))
+
+
+def test_concept_shards_give_the_whole_matrix_results(tmp_path):
+    from core.enrich.concept_shards import ConceptShards
+
+    tokens, cm, X, splits = signed_data(seed=2)
+    shards = ConceptShards.write(_split_by_samples(tokens, cm, [0, 17, 35, 60]), tmp_path / "cs")
+    reopened = ConceptShards.open(tmp_path / "cs")
+    assert reopened.n_tokens == cm.n_tokens and len(reopened.shard_names) == 3
+    np.testing.assert_array_equal(reopened.n_positive_tokens(), cm.n_positive_tokens())
+    # chunks of 300 tokens straddle the shard boundaries
+    whole = _run(tokens, cm, sp.csr_matrix(X), splits, n_cards=2)
+    parts = _run(tokens, shards, sp.csr_matrix(X), splits, n_cards=2)
+    pd.testing.assert_frame_equal(whole.table, parts.table)
+    pd.testing.assert_frame_equal(whole.best, parts.best)
+    V, missing = reopened.take([5, 40, 999], [0, 1, 0])
+    assert missing.tolist() == [False, False, True] and V.shape == (3, 2) and V[2].nnz == 0
+    np.testing.assert_array_equal(V[:2].toarray(), cm.take([5, 40], [0, 1])[0].toarray())
+
+
+def test_concept_shards_refuse_mixed_tables_and_repeated_samples(tmp_path):
+    from core.enrich.concept_shards import ConceptShards
+    from core.errors import DataError, ShapeError
+
+    tokens, cm, _, _ = signed_data(seed=4)
+    a, b = _split_by_samples(tokens, cm, [0, 30, 60])
+    with pytest.raises(DataError, match="repeats samples"):
+        ConceptShards.write([a, a], tmp_path / "rep")
+    other = ConceptMatrix(b.values[:, ::-1], b.concepts.iloc[::-1].reset_index(drop=True), b.tokens)
+    with pytest.raises(ShapeError, match="different concept table"):
+        ConceptShards.write([a, other], tmp_path / "mix")
+    with pytest.raises(DataError, match="index not found"):
+        ConceptShards.open(tmp_path / "mix")

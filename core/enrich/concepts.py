@@ -132,6 +132,23 @@ class ConceptMatrix:
         idx = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
         return np.where(keys[idx] == q, order[idx], -1)
 
+    def take(self, sample: Any, position: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Concept rows of each ``(sample, position)`` and a mask of the keys the matrix lacks
+        (their rows are empty): what the engine reads per chunk, here or from shards."""
+        rows = self.row_index(sample, position)
+        missing = rows < 0
+        if not self.n_tokens:
+            return sp.csr_matrix((len(rows), self.n_concepts), dtype=np.int32), missing
+        V = self.values[np.where(missing, 0, rows)]
+        if missing.any():
+            V = (sp.diags((~missing).astype(np.int32)) @ V).tocsr()
+            V.eliminate_zeros()
+        return V, missing
+
+    def sample_tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct samples and their token counts (what split sizes are computed from)."""
+        return np.unique(self.tokens["sample"].to_numpy(np.int64), return_counts=True)
+
     def _sorted_keys(self) -> tuple[np.ndarray, np.ndarray]:
         cached = getattr(self, "_keys_cache", None)
         if cached is None:

@@ -54,14 +54,14 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
                leave=False)
     for ch in src.iter_chunks(keep=keep_rows):
         X = ch["X"]
-        rows = cm.row_index(ch["sample"], ch["position"])
+        values, _ = cm.take(ch["sample"], ch["position"])
         code = lookup(ch["sample"])
         for w in wanted:
             m = code == w
             if not m.any() or not len(feats):
                 continue
             Xw = X[m]
-            vals = cm.values[rows[m]].tocsc()
+            vals = values[m].tocsc()
             if sp.issparse(Xw):
                 _sparse_histograms(Xw, vals, feats, lo, width, n_bins, pair_cols, pair_concepts,
                                    hist_all[w], hist_pos[w])

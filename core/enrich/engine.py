@@ -29,6 +29,7 @@ import pandas as pd
 
 from core.enrich import stats
 from core.enrich.basis import SPLITS, BasisResult, split_lookup
+from core.enrich.concept_shards import ConceptShards
 from core.enrich.concepts import ConceptMatrix
 from core.enrich.detail import detail_pass
 from core.enrich.features import FeatureSource
@@ -47,8 +48,7 @@ DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
 
 def reference_split(cm: ConceptMatrix, lookup, wanted: str, fallback: str) -> str:
     """``wanted`` when any token falls in it, else ``fallback`` (said in the log)."""
-    codes = lookup(cm.tokens["sample"].to_numpy())
-    if (codes == SPLITS.index(wanted)).any():
+    if (lookup(cm.sample_tokens()[0]) == SPLITS.index(wanted)).any():
         return wanted
     log.info("enrich: the %s split is empty; feature maxima come from the %s split", wanted, fallback)
     return fallback
@@ -66,7 +66,7 @@ class EnrichmentResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
+def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix | ConceptShards,
            splits: Mapping[int, str] | pd.Series, *, thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
            min_positives: int = 5, eval_splits: tuple[str, str] = ("valid", "test"), top_k: int = 5,
            sample_labels: pd.DataFrame | None = None, sample_reduce: str = "max",
@@ -78,6 +78,7 @@ def enrich(sources: Mapping[str, FeatureSource], concepts: ConceptMatrix,
     ``normalise="global"`` (InterPLM): each feature is divided by its maximum over the
     ``norm_split`` samples (the validation split when that one is empty, as with
     ``assign_splits(mode="all")``); ``"sample"``: by its maximum within each sample.
+    ``concepts``: one matrix, or ``ConceptShards`` read shard by shard with the features.
     ``pool_dir``: write each basis's per-sample pools under ``pool_dir/<basis>`` as they are
     made instead of holding them (memory flat in the number of shards; Swiss-Prot scale).
     """

@@ -28,7 +28,8 @@ from core.errors import DataError, ShapeError
 
 
 def n_eval_tokens(cm: ConceptMatrix, lookup, wanted: list[int]) -> int:
-    return int(np.isin(lookup(cm.tokens["sample"].to_numpy()), wanted).sum())
+    samples, counts = cm.sample_tokens()
+    return int(counts[np.isin(lookup(samples), wanted)].sum())
 
 
 def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted: list[int],
@@ -49,10 +50,10 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
     bar = tqdm(total=n_eval_tokens(cm, lookup, wanted), desc=f"enrich counts ({name})", unit="tok", disable=not progress,
                leave=False)
     for ch in src.iter_chunks(keep=keep_rows):
-        rows = cm.row_index(ch["sample"], ch["position"])
-        if (rows < 0).any():
-            i = int(np.flatnonzero(rows < 0)[0])
-            raise ShapeError(f"{int((rows < 0).sum())} activation tokens have no row in the concept matrix "
+        values, missing = cm.take(ch["sample"], ch["position"])
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise ShapeError(f"{int(missing.sum())} activation tokens have no row in the concept matrix "
                              f"(first: sample {ch['sample'][i]}, position {ch['position'][i]})",
                              fix="build the concept matrix from the harvested token table "
                                  "(same samples, same positions, special tokens dropped the same way)")
@@ -71,7 +72,7 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
                 norm, smax = normalise_by_scale(Xs, reference.scale), sample_max(Xs, seg, starts)
             else:
                 norm, smax = normalise_by_sample_max(Xs, seg, starts)
-            counts[SPLITS[w]].add(norm, cm.values[rows[m]], seg, thresholds)
+            counts[SPLITS[w]].add(norm, values[m], seg, thresholds)
             block = {"max": smax, "mean": sample_means(Xs, seg, len(sids))}
             if sample_reduce == "last":
                 idx = np.lexsort((ch["position"][m], seg))
