@@ -109,6 +109,14 @@ def sample_means(X, seg: np.ndarray, n_seg: int):
     """Per-sample mean of each feature (rows grouped by ``seg``); sparse stays sparse."""
     n = X.shape[0]
     counts = np.bincount(seg, minlength=n_seg).astype(np.float32)
+    if sp.isspmatrix_csc(X) and X.has_sorted_indices:
+        if X.nnz == 0:
+            return sp.csr_matrix((n_seg, X.shape[1]), dtype=np.float32)
+        col, s, brk = _column_sample_runs(X, seg)
+        run_start = np.flatnonzero(brk)
+        sums = np.add.reduceat(X.data.astype(np.float32), run_start)
+        return sp.csr_matrix((sums / counts[s[run_start]], (s[run_start], col[run_start])),
+                             shape=(n_seg, X.shape[1]), dtype=np.float32)
     S = sp.csr_matrix((1.0 / counts[seg], (seg, np.arange(n))), shape=(n_seg, n), dtype=np.float32)
     out = S @ X
     return sp.csr_matrix(out, dtype=np.float32) if sp.issparse(out) else np.asarray(out, dtype=np.float32)
@@ -181,7 +189,10 @@ class SplitCounts:
         self.n_samples += int(seg[-1]) + 1 if len(seg) else 0
         for i, t in enumerate(thresholds):
             B = fire(norm, t)
-            self.fired[i] += np.asarray(B.sum(axis=0)).ravel().astype(np.int64)
+            if sp.issparse(B):
+                self.fired[i] += np.diff(B.indptr)
+            else:
+                self.fired[i] += np.asarray(B.sum(axis=0)).ravel().astype(np.int64)
             if M.shape[1] == 0:
                 continue
             H = M_T @ B

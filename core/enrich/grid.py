@@ -66,6 +66,9 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
             if not m.any():
                 continue
             Xs = X[m]
+            if sp.issparse(Xs):
+                Xs = sp.csc_matrix(Xs, dtype=np.float32)  # once: every step below works by column
+                Xs.sort_indices()
             smp = ch["sample"][m]
             seg, starts, sids = sample_segments(smp)
             if global_scale:
