@@ -40,6 +40,7 @@ from core.enrich.concept_shards import ConceptShards  # noqa: E402
 from core.enrich.concepts import ConceptMatrix  # noqa: E402
 from core.enrich.engine import enrich  # noqa: E402
 from core.enrich.features import ArrayFeatures  # noqa: E402
+from core.memory import release_freed_memory  # noqa: E402
 
 PASSES = {1: "reference", 2: "count", 3: "detail"}
 
@@ -96,6 +97,7 @@ def write_shards(args, root: Path) -> tuple[list[Path], dict[int, str]]:
 
 
 def timed(label: str, n: int, src: ShardFiles, concepts, splits, **kw) -> tuple[dict, object]:
+    release_freed_memory()
     with PeakRSS() as mem:
         t0, c0 = time.time(), time.process_time()
         res = enrich({"sae": src}, concepts, splits, thresholds=THRESHOLDS, min_positives=5, n_cards=0,
@@ -138,6 +140,7 @@ def main() -> None:
             row, res = timed("streamed", n, src, sub, splits, pool_dir=root / f"pools{n}")
             rows.append(row)
             tables[("streamed", n)] = res.table
+            del res, sub  # each run's peak is its own: no grids of an earlier run alive
         if not args.no_whole:
             n = max(args.shards)
             parts = [shards.shard(i) for i in range(n)]
@@ -146,17 +149,18 @@ def main() -> None:
                                   pd.concat([p.tokens for p in parts], ignore_index=True))
             del parts
             row, res = timed("whole", n, ShardFiles(paths[:n], args.features, args.chunk_tokens), whole, splits)
+            del whole
             rows.append(row)
             tables[("whole", n)] = res.table
             same = tables[("streamed", n)].equals(tables[("whole", n)])
             print(f"streamed and whole tables identical at {n} shards: {same} "
                   f"({res.summary['n_concepts_scored']} concepts scored)")
         print(f"{'mode':>8} {'shards':>6} {'wall s':>7} {'CPU s':>6} {'wall s/shard':>12} {'ref/count/detail s/shard':>25} "
-              f"{'peak GB':>7} {'RSS MB/shard count, detail':>27}")
+              f"{'peak GB':>7} {'above start':>11} {'RSS MB/shard count, detail':>27}")
         for r in rows:
             s, sl = r["secs"], r["slopes"]
             print(f"{r['mode']:>8} {r['shards']:6d} {r['wall']:7.0f} {r['cpu']:6.0f} {r['wall'] / r['shards']:12.1f} "
-                  f"{s['reference']:7.1f} / {s['count']:5.1f} / {s['detail']:5.1f}      {r['peak']:7.2f} "
+                  f"{s['reference']:7.1f} / {s['count']:5.1f} / {s['detail']:5.1f}      {r['peak']:7.2f} {r['above']:11.2f} "
                   f"{sl.get('count', float('nan')):12.1f}, {sl.get('detail', float('nan')):6.1f}")
         total = 2e8 / args.tokens
         for r in rows:

@@ -24,9 +24,11 @@ def _libc():
         return None
 
 
-def release_freed_memory() -> bool:
-    """Collect garbage and trim the heap; True when the C library could trim."""
-    gc.collect()
+def release_freed_memory(collect: bool = True) -> bool:
+    """Collect garbage (unless ``collect`` is False: per-chunk loops of plain arrays, freed by
+    reference counting) and trim the heap; True when the C library could trim."""
+    if collect:
+        gc.collect()
     lib = _libc()
     if lib is None:
         return False

@@ -16,6 +16,7 @@ from core.enrich.basis import SPLITS, BasisResult
 from core.enrich.concepts import ConceptMatrix
 from core.enrich.features import FeatureSource
 from core.enrich.grid import n_eval_tokens
+from core.memory import release_freed_memory
 
 
 def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, wanted: list[int],
@@ -86,6 +87,7 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
                         traces[(f, s)] = {"sample": s, "position": ch["position"][m],
                                           "token": ch["token"][m], "value": v}
         bar.update(len(ch["sample"]))
+        release_freed_memory(collect=False)
     bar.close()
     for f, samples in top_samples.items():
         b.contexts[f] = [traces[(f, s)] for s in samples if (f, s) in traces]

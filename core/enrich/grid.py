@@ -25,6 +25,7 @@ from core.enrich.counts import (
 from core.enrich.features import FeatureSource
 from core.enrich.pools import Pools
 from core.errors import DataError, ShapeError
+from core.memory import release_freed_memory
 
 
 def n_eval_tokens(cm: ConceptMatrix, lookup, wanted: list[int]) -> int:
@@ -93,6 +94,7 @@ def count_pass(name: str, src: FeatureSource, cm: ConceptMatrix, lookup, wanted:
                 fmax = np.maximum(fmax, Xs.max(axis=0))
                 fmin = np.minimum(fmin, Xs.min(axis=0))
         bar.update(len(ch["sample"]))
+        release_freed_memory(collect=False)
     bar.close()
     if not s_ids:
         raise DataError(f"no activation tokens fall in the {[SPLITS[w] for w in wanted]} splits",
