@@ -163,10 +163,14 @@ def main() -> None:
                   f"{s['reference']:7.1f} / {s['count']:5.1f} / {s['detail']:5.1f}      {r['peak']:7.2f} {r['above']:11.2f} "
                   f"{sl.get('count', float('nan')):12.1f}, {sl.get('detail', float('nan')):6.1f}")
         total = 2e8 / args.tokens
+        grids = 2 * 2 * len(THRESHOLDS) * args.concepts * args.features * 4 / 2**30
         for r in rows:
-            grow = max(r["slopes"].get("count", 0), r["slopes"].get("detail", 0), 0)
-            print(f"{r['mode']}: 2e8 residues ({total:.0f} shards) ~{total * r['wall'] / r['shards'] / 60:.0f} min wall; "
-                  f"memory ~{r['peak'] + (total - r['shards']) * grow / 1024:.1f} GB (peak + RSS slope x shards left)")
+            print(f"{r['mode']} at {r['shards']} shards: 2e8 residues ({total:.0f} shards) "
+                  f"~{total * r['wall'] / r['shards'] / 60:.0f} min wall, ~{total * r['cpu'] / r['shards'] / 60:.0f} CPU-min")
+        streamed = [r for r in rows if r["mode"] == "streamed"]
+        print("streamed peak RSS by shard count: " + ", ".join(f"{r['shards']}: {r['peak']:.2f} GB" for r in streamed)
+              + f"; the count grids (tp, hit x 2 splits) take {grids:.2f} GB once every page is touched: "
+                "the RSS climb within the count pass stops there (the grids are zeroed lazily)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
