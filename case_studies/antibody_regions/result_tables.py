@@ -2,6 +2,7 @@
 
 The README's numbers are regenerated from a run rather than typed, so they cannot drift from
 what the code measures:  python case_studies/antibody_regions/result_tables.py RUN/results.json
+(or RUN: a run stopped before its report prints the layers it finished)
 """
 from __future__ import annotations
 
@@ -94,14 +95,32 @@ def beyond_position(layers: dict) -> str:
     return f"Beyond position ({rule}): " + "; ".join(parts) + "."
 
 
+def load_layers(path: str) -> tuple[dict, dict | None]:
+    """``RUN/results.json``, or a run folder: its results.json, else the per-layer
+    ``layer<i>/results.json`` files a run writes as each layer finishes (a run stopped
+    before its report still prints its finished layers)."""
+    p = Path(path)
+    if p.is_dir() and (p / "results.json").exists():
+        p = p / "results.json"
+    if p.is_file():
+        res = json.loads(p.read_text())
+        return res["layers"], res
+    found = sorted(p.glob("layer*/results.json"), key=lambda f: int(f.parent.name[len("layer"):]))
+    if not found:
+        sys.exit(f"result_tables: no results.json and no layer*/results.json under {p}")
+    return {f.parent.name: json.loads(f.read_text()) for f in found}, None
+
+
 def main(path: str) -> None:
-    res = json.loads(Path(path).read_text())
-    layers = res["layers"]
+    layers, res = load_layers(path)
     print(region_table(layers), "\n")
     print(token_table(layers), "\n")
     print(shifted_table(layers), "\n")
     print(label_table(layers), "\n")
     print(beyond_position(layers), "\n")
+    if res is None:
+        print(f"(per-layer results of a run without its final results.json: {', '.join(layers)})")
+        return
     secs = res["seconds"]
     print("Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
           + f" (run {res['run']['seconds']:.0f} s wall)")
