@@ -1,6 +1,6 @@
 """Every performance figure the project reports, printed by one command.
 
-    python bench/run_all.py            # peer table, harvest vs forward, enrichment, example sampler memory
+    python bench/run_all.py            # peer table, harvest vs forward, enrichment (one shard, many shards), example sampler memory
     python bench/run_all.py --quick    # smaller sizes (a few minutes on 2 CPUs)
     python bench/run_all.py --scaling  # also the d_sae / token scaling sweep (bench/scaling.py)
 
@@ -25,6 +25,7 @@ FULL = {
     "peer": ["--d-sae", "18432", "4608", "--reps", "2"],
     "harvest": ["--n", "64", "--repeats", "2"],
     "enrich": [],
+    "shards": ["--shards", "5", "10"],
     "explain": [],
     "scaling": [],
 }
@@ -32,6 +33,7 @@ QUICK = {
     "peer": ["--d-sae", "18432", "--steps", "16", "--reps", "1"],
     "harvest": ["--models", "antiberty", "smollm2", "--n", "16", "--repeats", "1"],
     "enrich": [],
+    "shards": ["--shards", "2", "4", "--tokens", "100000"],
     "explain": ["--tokens", "1000000", "--features", "10000"],
     "scaling": ["--d-sae", "4608", "18432", "73728", "--tokens", "100000", "1000000", "--steps", "2"],
 }
@@ -39,6 +41,7 @@ SCRIPTS = {
     "peer": ("Training speed vs SAELens, dictionary_learning, sparsify", "peer_benchmark.py"),
     "harvest": ("Harvest vs the plain forward pass", "harvest_throughput.py"),
     "enrich": ("Enrichment at InterPLM's one-shard scale", "enrich_scale.py"),
+    "shards": ("Enrichment at Swiss-Prot scale: shards streamed vs held whole", "enrich_shards.py"),
     "explain": ("Example sampler memory at 1e7 tokens x 1e4 features", "explain_memory.py"),
     "scaling": ("Scaling with d_sae and with tokens on disk", "scaling.py"),
 }
@@ -62,7 +65,7 @@ def main() -> None:
     for name in SCRIPTS:
         p.add_argument(f"--{name}-args", default="", help=f"extra arguments for bench/{SCRIPTS[name][1]}")
     args = p.parse_args()
-    names = args.only or ["peer", "harvest", "enrich", "explain", *(["scaling"] if args.scaling else [])]
+    names = args.only or ["peer", "harvest", "enrich", "shards", "explain", *(["scaling"] if args.scaling else [])]
     base = QUICK if args.quick else FULL
     print(f"# sparsescope benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
