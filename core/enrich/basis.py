@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from core.enrich.counts import SplitCounts
 from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from core.enrich.pools import Pools
 
 SPLITS = ("train", "valid", "test")
 
@@ -42,7 +45,7 @@ class BasisResult:
     fmin: np.ndarray | None = None
     sample_ids: np.ndarray | None = None
     sample_split: np.ndarray | None = None
-    pools: Mapping[str, Any] = field(default_factory=dict)
+    pools: Pools | None = None
     sample_reduce: str = "max"
     reference: Any = None
     normalise: str = "global"
@@ -56,7 +59,7 @@ class BasisResult:
     @property
     def sample_act(self) -> Any:
         """The per-sample pooling the AnnData export and the report cards use (loaded when spilled)."""
-        return self.pools[self.sample_reduce] if self.sample_reduce in self.pools else None
+        return self.pools[self.sample_reduce] if self.pools is not None and self.sample_reduce in self.pools else None
 
     @property
     def n_features(self) -> int:

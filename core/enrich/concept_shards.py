@@ -129,18 +129,13 @@ class ConceptShards:
         idx = np.minimum(np.searchsorted(self._samples, sample), max(len(self._samples) - 1, 0))
         known = (self._samples[idx] == sample) if len(self._samples) else np.zeros(len(sample), bool)
         shard = np.where(known, self._shard_of[idx] if len(self._samples) else -1, -1)
-        parts, order, missing = [], [], ~known
+        missing = ~known
+        parts, rows = [sp.csr_matrix((int(missing.sum()), self.n_concepts), dtype=np.int32)], [np.flatnonzero(missing)]
         for i in np.unique(shard[known]):
-            rows = np.flatnonzero(shard == i)
-            V, miss = self.shard(int(i)).take(sample[rows], position[rows])
+            r = np.flatnonzero(shard == i)
+            V, miss = self.shard(int(i)).take(sample[r], position[r])
             parts.append(V)
-            order.append(rows)
-            missing[rows] |= miss
-        if not parts:
-            return sp.csr_matrix((len(sample), self.n_concepts), dtype=np.int32), missing
-        rows = np.concatenate(order)
+            rows.append(r)
+            missing[r] |= miss
         V = sp.vstack(parts, format="csr")
-        if len(rows) < len(sample):
-            V = sp.vstack([V, sp.csr_matrix((len(sample) - len(rows), self.n_concepts), dtype=np.int32)], format="csr")
-            rows = np.concatenate([rows, np.flatnonzero(~known)])
-        return V[np.argsort(rows, kind="stable")], missing
+        return V[np.argsort(np.concatenate(rows), kind="stable")], missing

@@ -45,8 +45,7 @@ def detail_pass(b: BasisResult, src: FeatureSource, cm: ConceptMatrix, lookup, w
     pair_concepts = np.asarray([c for c, _ in pair_list], np.int64)
     top_samples: dict[int, list[int]] = {}
     if cards:
-        rows = b.pools.top_rows(b.sample_reduce, cards, n_contexts) if hasattr(b.pools, "top_rows") \
-            else _top_rows_dense(b.sample_act, cards, n_contexts)
+        rows = b.pools.top_rows(b.sample_reduce, cards, n_contexts)
         top_samples = {f: [int(b.sample_ids[i]) for i in r] for f, r in rows.items()}
     wanted_samples = np.asarray(sorted(set().union(*top_samples.values())) if top_samples else [], np.int64)
     traces: dict[tuple[int, int], dict[str, Any]] = {}
@@ -135,12 +134,3 @@ def _sparse_histograms(Xw: sp.spmatrix, vals: sp.csc_matrix, feats: np.ndarray, 
     hist_pos += np.bincount(pair * nb + bins[entry], minlength=len(pair_cols) * nb).reshape(len(pair_cols), nb)
     hist_pos[np.arange(len(pair_cols)), zero_bin[pair_cols]] += n_pos - np.bincount(pair, minlength=len(pair_cols))
 
-
-def _top_rows_dense(act, features: list[int], n: int) -> dict[int, list[int]]:
-    """Per feature, the rows of its ``n`` largest positive values (ties by row)."""
-    out = {}
-    for f in features:
-        colv = act[:, f].toarray().ravel() if sp.issparse(act) else np.asarray(act[:, f])
-        order = np.argsort(-colv, kind="stable")[:n]
-        out[int(f)] = [int(i) for i in order if colv[i] > 0]
-    return out

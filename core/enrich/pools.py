@@ -72,10 +72,10 @@ class Pools(Mapping):
     def __getitem__(self, kind: str) -> Any:
         if kind not in self.kinds:
             raise KeyError(kind)
+        if self.spill_dir is not None:
+            return stack(list(self.blocks(kind)), self.n_features, self.sparse)
         if kind not in self._cache:
-            self._cache[kind] = stack(list(self.blocks(kind)), self.n_features, self.sparse)
-            if self.spill_dir is not None:
-                return self._cache.pop(kind)
+            self._cache[kind] = stack(self._blocks[kind], self.n_features, self.sparse)
         return self._cache[kind]
 
     def __iter__(self) -> Iterator[str]:
