@@ -241,7 +241,7 @@ def study_dictionary(cfg: Any, adapter: Any, hook: str, run_dir: str | Path,
 
     choice = str(OmegaConf.select(cfg, "case_study.dictionary", default="study"))
     if choice not in ("general", "study"):
-        raise ConfigError(f"case_study.dictionary={choice!r}", fix="use general or study")
+        raise ConfigError(f"case_study.dictionary={choice!r}", fix="use general, study or both")
     marker = Path(run_dir) / "dictionary.json"
     if marker.exists() and (before := read_json(marker).get("dictionary")) != choice:
         raise ConfigError(f"this run folder was made with case_study.dictionary={before}, not {choice}",

@@ -130,6 +130,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.stages.steer import write_outputs
     from core.steering import SteeringTask, feature_scores, last_token_activations, resolve_hook, run_steering
 
+    if str(cfg.case_study.get("dictionary")) == "both":
+        from domains.text.dictionary_compare import run_both
+
+        return run_both(run, cfg, run_dir)
     run_dir = Path(run_dir)
     kc = cfg.kc
     st = cfg.steer

@@ -206,6 +206,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         separation,
     )
 
+    if str(cfg.case_study.get("dictionary")) == "both":
+        from domains.text.dictionary_compare import run_both
+
+        return run_both(run, cfg, run_dir)
     cs = cfg.case_study
     run_dir = Path(run_dir)
     timer = _Timer()
