@@ -262,7 +262,7 @@ def test_case_study_runs_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch)
     monkeypatch.setattr(cs, "memorised_set", lambda adapter, ex, **kw: (ex, {e.id: e.org_answer[0] for e in ex}))
 
     def alternate(samples, answers):
-        return ["memory" if hash(s.id) % 2 else "context" for s in samples]
+        return ["memory" if i % 2 else "context" for i, _ in enumerate(samples)]
 
     monkeypatch.setattr(cs, "label_answers", alternate)
     monkeypatch.setattr(beh_mod, "label_answers", alternate)
@@ -286,3 +286,13 @@ def test_case_study_runs_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch)
         assert all(0 <= got[m]["memory_rate"] <= 1 for m in ("none", "diffmean", "spare"))
     assert (tmp_path / "run" / "report.html").exists() and (tmp_path / "run" / "sae" / "cfg.json").exists()
     assert res["timings_s"]["total"] > 0
+
+    def never(*a, **k):
+        raise AssertionError("a resumed run recomputed a cached step")
+
+    monkeypatch.setattr(cs, "memorised_set", never)
+    monkeypatch.setattr(cs, "probe_curve", never)
+    monkeypatch.setattr(cs, "generate_answers", never)
+    again = cs.run(cfg, tmp_path / "run")
+    assert again["behaviour"] == res["behaviour"] and again["probe"] == res["probe"]
+    assert again["memorised"] == res["memorised"]

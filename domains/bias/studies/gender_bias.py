@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from core.errors import ConfigError
 from core.io import atomic_path, read_json, write_json
@@ -190,7 +190,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from domains.bias.report import write_report
     from domains.bias.scr import run_scr
 
-    if str(cfg.case_study.get("dictionary")) == "both":
+    if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
         from domains.text.dictionary_compare import run_both
 
         return run_both(run, cfg, run_dir)

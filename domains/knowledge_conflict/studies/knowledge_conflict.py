@@ -24,9 +24,10 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from core.io import atomic_path, write_json
+from core.io import atomic_path, read_json, write_json
 from core.samples import Sample
 from domains.knowledge_conflict.analysis import plot_probe_curve, probe_curve, split_by_group
+from domains.knowledge_conflict.answers import exact_match
 from domains.knowledge_conflict.behaviour import ConflictBehaviour, generate_answers, label_answers, rates
 from domains.knowledge_conflict.data import ConflictExample, load_conflict_examples
 from domains.knowledge_conflict.memorised import memorised_set
@@ -130,7 +131,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.stages.steer import write_outputs
     from core.steering import SteeringTask, feature_scores, last_token_activations, resolve_hook, run_steering
 
-    if str(cfg.case_study.get("dictionary")) == "both":
+    if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
         from domains.text.dictionary_compare import run_both
 
         return run_both(run, cfg, run_dir)
@@ -155,8 +156,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     # 1. memorised set
     examples = load_examples(kc)
-    kept_list, closed = memorised_set(adapter, examples, n_shot=int(kc.n_shot), fmt=str(kc.format),
-                                      max_new_tokens=int(kc.max_new_tokens))
+    memo_path = run_dir / "memorised.json"
+    if memo_path.exists():  # a resumed run (or the second of dictionary=both) reuses the closed-book answers
+        closed = read_json(memo_path)["closed_book_answers"]
+        kept_list = [ex for ex in examples if exact_match(closed.get(ex.id, ""), ex.org_answer)]
+    else:
+        kept_list, closed = memorised_set(adapter, examples, n_shot=int(kc.n_shot), fmt=str(kc.format),
+                                          max_new_tokens=int(kc.max_new_tokens))
     n_known = len(kept_list)
     known_ids = {ex.id for ex in kept_list}
     if kc.get("max_facts"):
@@ -178,11 +184,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     labels = [s.meta["conflict"] for s in samples]
     groups = [s.meta["example"] for s in samples]
     layers = list(range(0, adapter.n_layers, int(kc.probe.get("layer_stride", 1))))
-    probe_df, _ = probe_curve(adapter, samples, labels, groups, sites=list(kc.probe.sites), layers=layers,
-                              test_fraction=float(kc.probe.test_fraction), seed=seed,
-                              C=OmegaConf.to_container(kc.probe.C) if OmegaConf.is_list(kc.probe.C) else float(kc.probe.C),
-                              batch_size=int(kc.batch_size))
-    _write_tsv(probe_df, run_dir / "probe.tsv")
+    if (run_dir / "probe.tsv").exists():
+        probe_df = pd.read_csv(run_dir / "probe.tsv", sep="\t")
+    else:
+        probe_df, _ = probe_curve(adapter, samples, labels, groups, sites=list(kc.probe.sites), layers=layers,
+                                  test_fraction=float(kc.probe.test_fraction), seed=seed,
+                                  C=OmegaConf.to_container(kc.probe.C) if OmegaConf.is_list(kc.probe.C)
+                                  else float(kc.probe.C), batch_size=int(kc.batch_size))
+        _write_tsv(probe_df, run_dir / "probe.tsv")
     lap("probes")
 
     # 3. behaviour on conflicting prompts: which facts build directions, which are steered
@@ -195,9 +204,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         for name, instr in variants.items()}
     beh_rows = []
     answers_by_variant = {}
+    done = pd.read_csv(run_dir / "generations.tsv", sep="\t", dtype=str, keep_default_na=False) \
+        if (run_dir / "generations.tsv").exists() else None
     for name, ss in conflict_by_variant.items():
-        ans = generate_answers(adapter, ss, max_new_tokens=int(kc.max_new_tokens))
-        labs = label_answers(ss, ans)
+        if done is not None:
+            got = done[done["variant"] == name].set_index("id")
+            ans, labs = [str(got.loc[s.id, "answer"]) for s in ss], [str(got.loc[s.id, "label"]) for s in ss]
+        else:
+            ans = generate_answers(adapter, ss, max_new_tokens=int(kc.max_new_tokens))
+            labs = label_answers(ss, ans)
         answers_by_variant[name] = (ss, ans, labs)
         beh_rows.append({"prompt": name, "n": len(ss), **rates(labs)})
     behaviour_df = pd.DataFrame(beh_rows)
