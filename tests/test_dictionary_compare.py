@@ -71,3 +71,14 @@ def test_a_folder_without_a_both_run_gets_one_clear_error(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"dictionary": {"dictionary": "study"}}))
     assert dc.main([str(tmp_path)]) == 2
     assert "rerun the study with case_study.dictionary=both" in capsys.readouterr().err
+
+
+def test_a_decorated_study_runs_both_only_when_asked(tmp_path):
+    calls: list[str] = []
+    study = dc.per_dictionary(_fake_study(calls))
+    assert study(_cfg(), tmp_path / "both")["dictionary"] == "both" and calls == ["study", "profile:study", "general"]
+    one = _cfg()
+    one.case_study.dictionary = "general"
+    calls.clear()
+    (tmp_path / "one").mkdir()
+    assert study(one, tmp_path / "one")["dictionary"] == {"dictionary": "general"} and calls[0] == "general"

@@ -183,7 +183,7 @@ def test_a_study_takes_the_general_or_its_own_dictionary_and_records_which(adapt
     with pytest.raises(ConfigError, match="residual stream"):
         general.study_dictionary(cfg, adapter, "blocks.2.hook_mlp_out", tmp_path / "m", lambda: (own, {}))
     cfg.case_study.dictionary = "mine"
-    with pytest.raises(ConfigError, match="general or study"):
+    with pytest.raises(ConfigError, match="general, study or both"):
         general.study_dictionary(cfg, adapter, hook, tmp_path / "x", lambda: (own, {}))
 
 

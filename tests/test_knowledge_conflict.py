@@ -290,7 +290,6 @@ def test_case_study_runs_end_to_end_on_a_tiny_model(tiny, tmp_path, monkeypatch)
     def never(*a, **k):
         raise AssertionError("a resumed run recomputed a cached step")
 
-    monkeypatch.setattr(cs, "memorised_set", never)
     monkeypatch.setattr(cs, "probe_curve", never)
     monkeypatch.setattr(cs, "generate_answers", never)
     again = cs.run(cfg, tmp_path / "run")

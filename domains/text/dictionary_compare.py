@@ -15,6 +15,7 @@ table the READMEs carry.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CHOICES = ("study", "general")
 
@@ -74,7 +75,7 @@ def comparison(by_dictionary: dict[str, dict[str, Any]], paths: Iterable[str]) -
     rows = []
     for path in paths:
         keys = sorted({k for f in flat.values() for k in f if k == path or k.startswith(path + ".")},
-                      key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])
+                      key=lambda k: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in k.split(".")])
         rows += [{"figure": k, **{c: flat[c].get(k) for c in by_dictionary}} for k in keys]
     return rows
 
@@ -102,8 +103,19 @@ def run_both(run: Callable[[DictConfig, Path], dict[str, Any]], cfg: DictConfig,
         results[choice] = run(one, sub)
         write_json(done, results[choice])
     paths = [str(p) for p in (cs.get("compare") or [])]
-    return {"dictionary": "both", "by_dictionary": results, "comparison": comparison(results, paths),
-            "compare_paths": paths}
+    return {"dictionary": "both", "by_dictionary": results, "comparison": comparison(results, paths)}
+
+
+def per_dictionary(run: Callable[[DictConfig, Path], dict[str, Any]]) -> Callable[[DictConfig, Path], dict[str, Any]]:
+    """Decorate a study's ``run`` so that ``case_study.dictionary=both`` goes through :func:`run_both`."""
+
+    @functools.wraps(run)
+    def wrapper(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
+            return run_both(run, cfg, run_dir)
+        return run(cfg, run_dir)
+
+    return wrapper
 
 
 def markdown_table(combined: dict[str, Any]) -> str:

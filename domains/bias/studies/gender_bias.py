@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import ConfigError
 from core.io import atomic_path, read_json, write_json
@@ -33,6 +33,7 @@ from core.samples import Sample
 from domains.bias import behaviour, loaders, probes
 from domains.bias.activations import TextActivations, from_store
 from domains.bias.steering import diffmean_from_pairs, gender_feature_ranking, pair_token_sets, run_debias
+from domains.text.dictionary_compare import per_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +185,13 @@ def feature_contexts(sae: Any, ta: TextActivations, texts: list[Sample], feature
     return out
 
 
+@per_dictionary
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.adapters import load_adapter
     from core.steering import resolve_hook
     from domains.bias.report import write_report
     from domains.bias.scr import run_scr
 
-    if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
-        from domains.text.dictionary_compare import run_both
-
-        return run_both(run, cfg, run_dir)
     cs = cfg.case_study
     run_dir = Path(run_dir)
     timer = _Timer()

@@ -24,15 +24,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from core.io import atomic_path, read_json, write_json
+from core.io import atomic_path, write_json
 from core.samples import Sample
 from domains.knowledge_conflict.analysis import plot_probe_curve, probe_curve, split_by_group
-from domains.knowledge_conflict.answers import exact_match
 from domains.knowledge_conflict.behaviour import ConflictBehaviour, generate_answers, label_answers, rates
 from domains.knowledge_conflict.data import ConflictExample, load_conflict_examples
 from domains.knowledge_conflict.memorised import memorised_set
 from domains.knowledge_conflict.probe_set import builtin_examples
 from domains.knowledge_conflict.prompts import INSTRUCTIONS, conflict_samples
+from domains.text.dictionary_compare import per_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +126,12 @@ def _feature_contexts(adapter: Any, sae: Any, hook: str, samples: list[Sample], 
     return out
 
 
+@per_dictionary
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.adapters import load_adapter
     from core.stages.steer import write_outputs
     from core.steering import SteeringTask, feature_scores, last_token_activations, resolve_hook, run_steering
 
-    if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
-        from domains.text.dictionary_compare import run_both
-
-        return run_both(run, cfg, run_dir)
     run_dir = Path(run_dir)
     kc = cfg.kc
     st = cfg.steer
@@ -156,13 +153,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     # 1. memorised set
     examples = load_examples(kc)
-    memo_path = run_dir / "memorised.json"
-    if memo_path.exists():  # a resumed run (or the second of dictionary=both) reuses the closed-book answers
-        closed = read_json(memo_path)["closed_book_answers"]
-        kept_list = [ex for ex in examples if exact_match(closed.get(ex.id, ""), ex.org_answer)]
-    else:
-        kept_list, closed = memorised_set(adapter, examples, n_shot=int(kc.n_shot), fmt=str(kc.format),
-                                          max_new_tokens=int(kc.max_new_tokens))
+    kept_list, closed = memorised_set(adapter, examples, n_shot=int(kc.n_shot), fmt=str(kc.format),
+                                      max_new_tokens=int(kc.max_new_tokens))
     n_known = len(kept_list)
     known_ids = {ex.id for ex in kept_list}
     if kc.get("max_facts"):

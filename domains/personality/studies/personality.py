@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from core.errors import ConfigError
 from core.io import atomic_path, write_text
@@ -40,6 +40,7 @@ from domains.personality.scoring import (
     score_queries,
     trait_profile,
 )
+from domains.text.dictionary_compare import per_dictionary
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ def feature_contexts(sae: Any, store: Any, samples: list[Sample], features: list
 
 # ------------------------------------------------------------------ runner
 
+@per_dictionary
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from core.adapters import load_adapter
     from domains.personality.concepts import sample_labels
@@ -206,10 +208,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         separation,
     )
 
-    if str(OmegaConf.select(cfg, "case_study.dictionary")) == "both":
-        from domains.text.dictionary_compare import run_both
-
-        return run_both(run, cfg, run_dir)
     cs = cfg.case_study
     run_dir = Path(run_dir)
     timer = _Timer()
